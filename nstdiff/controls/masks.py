@@ -1,0 +1,81 @@
+"""Region masks: which style goes where, and what stays untouched (guided Gram matrices, Gatys et al. 2017 §4).
+
+A mask is an image of the content's size painted in flat colours. By default style 1 is white, style 2 red, then
+green, blue, yellow, magenta, cyan, orange; black always means "leave the content untouched". Other colours can be
+named per style with `mask_colors`. Anti-aliased edges are snapped to the nearest known colour; a mask in which more
+than 1 % of the pixels are far from every known colour is refused, since it was probably not meant as a mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nstdiff.errors import InputError
+
+DEFAULT_COLORS = ("#ffffff", "#ff0000", "#00ff00", "#0000ff", "#ffff00", "#ff00ff", "#00ffff", "#ff8000")
+KEEP_COLOR = "#000000"
+SNAP_DISTANCE = 80.0  # RGB distance under which a pixel counts as a palette colour
+MAX_UNKNOWN_FRACTION = 0.01
+
+
+def parse_hex(color: str) -> tuple[int, int, int]:
+    text = color.strip().lstrip("#")
+    if len(text) != 6 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise ValueError(f"'{color}' is not a hex colour like #ff0000")
+    return tuple(int(text[i : i + 2], 16) for i in (0, 2, 4))
+
+
+@dataclass(frozen=True)
+class RegionMasks:
+    """Soft masks at the output size: one (H, W) per style, plus the untouched region."""
+
+    styles: torch.Tensor  # (S, H, W), each pixel's weights sum to 1 - keep
+    keep: torch.Tensor  # (H, W)
+
+    def at(self, height: int, width: int) -> "RegionMasks":
+        def resize(masks: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(masks[None], size=(height, width), mode="area")[0]
+
+        return RegionMasks(resize(self.styles), resize(self.keep[None])[0])
+
+
+def load_region_masks(
+    mask: Path | Image.Image, content_size: tuple[int, int], n_styles: int, colors: list[str] | None, settings=None
+) -> RegionMasks:
+    """Parse a painted mask into per-style regions; `content_size` is the content image's (width, height)."""
+    from nstdiff.imageio import load_image
+
+    image = load_image(mask, "mask", settings)
+    if image.size != content_size:
+        raise InputError(
+            f"mask is {image.width}x{image.height} but the content image is {content_size[0]}x{content_size[1]}; "
+            "paint the mask on the content image or resize it to the same size"
+        )
+    colors = list(colors or DEFAULT_COLORS[:n_styles])
+    if len(colors) != n_styles:
+        raise InputError(f"mask_colors names {len(colors)} colours but there are {n_styles} styles; give one per style")
+    palette_hex = colors + [KEEP_COLOR]
+    if len(set(palette_hex)) != len(palette_hex):
+        raise InputError(f"mask colours must differ from each other and from black (untouched): {palette_hex}")
+    palette = np.array([parse_hex(c) for c in palette_hex], dtype=np.float32)
+    pixels = np.asarray(image, dtype=np.float32).reshape(-1, 3)
+    distances = np.linalg.norm(pixels[:, None, :] - palette[None], axis=2)
+    nearest = distances.argmin(1)
+    unknown = distances.min(1) > SNAP_DISTANCE
+    if unknown.mean() > MAX_UNKNOWN_FRACTION:
+        odd = pixels[unknown].astype(int)
+        values, counts = np.unique(odd, axis=0, return_counts=True)
+        top = ", ".join("#%02x%02x%02x" % tuple(values[i]) for i in np.argsort(-counts)[:3])
+        names = ", ".join(f"style {i + 1} = {c}" for i, c in enumerate(colors))
+        raise InputError(
+            f"mask has colours that are not in its palette ({unknown.mean():.0%} of pixels, e.g. {top}); "
+            f"paint with {names}, and black for untouched"
+        )
+    onehot = np.eye(len(palette_hex), dtype=np.float32)[nearest].reshape(image.height, image.width, -1)
+    masks = torch.from_numpy(onehot).permute(2, 0, 1).contiguous()
+    return RegionMasks(styles=masks[:-1], keep=masks[-1])

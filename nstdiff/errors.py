@@ -1,0 +1,45 @@
+"""The error types every front end (CLI, API, app) turns into a readable message.
+
+Each message says what is wrong and what to do about it; none of them needs a stack trace to be understood.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NstdiffError(Exception):
+    """Base class: anything nstdiff raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(NstdiffError, ValueError):
+    """A file, image or number the user gave us cannot be used as it is."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(NstdiffError):
+    """A model (weights) is not on this machine and may not or could not be fetched."""
+
+    def __init__(self, name: str, searched: list[str | Path], fix: str, reason: str = ""):
+        self.name = name
+        self.searched = [str(p) for p in searched]
+        self.fix = fix
+        places = "\n".join(f"  - {p}" for p in self.searched) or "  (nowhere)"
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"model '{name}' is not available{why}.\nSearched:\n{places}\nFix: {fix}")
+
+
+class ModelFileError(NstdiffError):
+    """A weights file exists but is not what it should be (checksum, format, shapes)."""
+
+
+class Cancelled(NstdiffError):
+    """The run was cancelled by the user; nothing was written."""
+
+    exit_code = 130
+
+    def __init__(self, step: int = 0, total: int = 0):
+        self.step, self.total = step, total
+        super().__init__(f"cancelled at step {step}/{total}; nothing was written")

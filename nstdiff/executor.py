@@ -1,0 +1,114 @@
+"""Running a request: progress callbacks, cancellation and the device, behind one small interface.
+
+`InProcessExecutor` (the default, and what tests use) runs in the calling thread. A distributed executor can
+replace it without touching the front ends or the methods: they only see `Executor.run` and `RunContext`.
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from nstdiff.errors import Cancelled, InputError
+from nstdiff.registry import format_validation_error, get_method
+from nstdiff.schema import ProgressEvent
+from nstdiff.settings import Settings, get_settings
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class CancelToken:
+    """Set from any thread (a signal handler, a UI button); the run stops at its next step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(setting)
+    except RuntimeError:
+        raise InputError(f"unknown device '{setting}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device '{setting}' was asked for but no CUDA GPU is visible; use NSTDIFF_DEVICE=cpu")
+    return device
+
+
+@dataclass
+class RunContext:
+    """What a method gets besides its request: where to run, how to report, when to stop."""
+
+    settings: Settings
+    device: torch.device
+    seed: int
+    progress: ProgressCallback | None = None
+    cancel: CancelToken | None = None
+    started: float = field(default_factory=time.perf_counter)
+    notes: list[str] = field(default_factory=list)
+
+    def message(self, text: str) -> None:
+        """A status line for the user (e.g. 'fetching vgg16…'), sent as a progress event without a step."""
+        if self.progress:
+            self.progress(ProgressEvent(step=0, total=0, stage="message", message=text, elapsed=self.elapsed))
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def step(self, step: int, total: int, losses: dict[str, float] | None = None, stage: str = "optimise") -> None:
+        """Report a step; raises `Cancelled` if cancellation was asked for."""
+        if self.cancel is not None and self.cancel.cancelled:
+            raise Cancelled(step, total)
+        if self.progress:
+            self.progress(ProgressEvent(step=step, total=total, stage=stage, losses=losses or {}, elapsed=self.elapsed))
+
+
+class Executor(Protocol):
+    def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
+        ...
+
+
+class InProcessExecutor:
+    """Runs each request in the calling thread on the configured device."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings
+
+    def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
+        settings = self.settings or get_settings()
+        method = get_method(request.method)
+        if not isinstance(request, method.request_model):
+            try:
+                request = method.request_model.model_validate(
+                    request.model_dump() if isinstance(request, BaseModel) else request
+                )
+            except ValidationError as exc:
+                raise InputError(f"invalid request: {format_validation_error(exc)}") from None
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+        context = RunContext(settings, pick_device(settings.device), seed, progress, cancel)
+        return method.execute(request, context)
+
+
+def stylize(request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
+    """Run `request` with the method it names and return its result (`StyleResult` for images)."""
+    return InProcessExecutor().run(request, progress, cancel)

@@ -1,0 +1,84 @@
+"""Losses of neural style transfer. Each docstring gives the maths and the paper.
+
+F_l ∈ R^{C_l × M_l} are the activations of layer l (C_l channels, M_l positions). Losses are normalised by the
+target's own energy, so one set of weights works across layers, encoders (Caffe- or ImageNet-scaled) and sizes.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def gram_matrix(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """G = F Fᵀ / M (Gatys, Ecker & Bethge 2016, eq. 3, averaged over positions).
+
+    With a mask m ∈ [0, 1]^M (guided Gram, Gatys et al. 2017 eq. 6): G = (F∘m)(F∘m)ᵀ / Σm.
+    `features` is (1, C, H, W); `mask` is (H, W) or None.
+    """
+    _, channels, height, width = features.shape
+    flat = features.reshape(channels, height * width)
+    if mask is None:
+        return flat @ flat.T / (height * width)
+    weights = mask.reshape(1, height * width)
+    weighted = flat * weights
+    return weighted @ weighted.T / weights.sum().clamp_min(1e-8)
+
+
+class GramStyleLoss:
+    """L_style = Σ_l w_l ‖G_l(x) − T_l‖²_F / ‖T_l‖²_F (Gatys, Ecker & Bethge 2016, eqs. 4–5, target-normalised).
+
+    Targets blend several styles: T_l = Σ_s a_s G_l(style_s), Σ a_s = 1. With region masks (Gatys et al. 2017, §4)
+    each region r has its own target T_{l,r} (its style's Gram) and is compared with the guided Gram of x under the
+    region's mask, weighted by the region's share of the image.
+    """
+
+    def __init__(self, targets: dict[str, list[torch.Tensor]], layer_weights: dict[str, float],
+                 region_masks: torch.Tensor | None = None, style_blend: list[float] | None = None):
+        # targets[layer][s]: Gram of style s at `layer`; region_masks: (S, H, W) or None (blend all styles everywhere)
+        self.layer_weights = layer_weights
+        self.region_masks = region_masks
+        if region_masks is None:
+            blend = style_blend or [1.0 / len(next(iter(targets.values())))] * len(next(iter(targets.values())))
+            self.targets = {layer: [sum(a * g for a, g in zip(blend, grams))] for layer, grams in targets.items()}
+            self.region_share = [1.0]
+        else:
+            self.targets = targets
+            share = region_masks.flatten(1).mean(1)
+            self.region_share = (share / share.sum().clamp_min(1e-8)).tolist()
+        self.norms = {layer: [t.square().sum().clamp_min(1e-12) for t in ts] for layer, ts in self.targets.items()}
+
+    def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0.0
+        for layer, weight in self.layer_weights.items():
+            feature = features[layer]
+            for index, target in enumerate(self.targets[layer]):
+                share = self.region_share[index]
+                if share == 0:
+                    continue
+                mask = None
+                if self.region_masks is not None:
+                    mask = F.interpolate(self.region_masks[index][None, None], size=feature.shape[-2:], mode="area")[0, 0]
+                gram = gram_matrix(feature, mask)
+                total = total + weight * share * (gram - target).square().sum() / self.norms[layer][index]
+        return total
+
+
+class FeatureContentLoss:
+    """L_content = mean_l ‖F_l(x) − F_l(c)‖² / ‖F_l(c)‖² (Gatys, Ecker & Bethge 2016, eq. 1, target-normalised)."""
+
+    def __init__(self, targets: dict[str, torch.Tensor]):
+        self.targets = targets
+        self.norms = {layer: t.square().sum().clamp_min(1e-12) for layer, t in targets.items()}
+
+    def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0.0
+        for layer, target in self.targets.items():
+            total = total + (features[layer] - target).square().sum() / self.norms[layer]
+        return total / len(self.targets)
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """L_tv = mean |x_{i+1,j} − x_{i,j}|² + mean |x_{i,j+1} − x_{i,j}|² (Mahendran & Vedaldi 2015; Johnson et al. 2016)."""
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    return dy.square().mean() + dx.square().mean()

@@ -1,0 +1,1 @@
+"""Built-in methods, one per file; each registers itself with `@register_method`."""

@@ -1,0 +1,191 @@
+"""Gram-matrix optimisation (Gatys, Ecker & Bethge 2016, "Image Style Transfer Using Convolutional Neural Networks").
+
+The output image x is optimised directly so that its deep features match the content's (`FeatureContentLoss`) and its
+feature correlations match the styles' (`GramStyleLoss`), with a total-variation smoother. To reach large outputs
+within memory and time it runs coarse-to-fine: each pyramid level starts from the upsampled result of the one below.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+
+from nstdiff.errors import InputError
+from nstdiff.executor import RunContext
+from nstdiff.imageio import load_image
+from nstdiff.losses import FeatureContentLoss, GramStyleLoss, gram_matrix, total_variation
+from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_tensor
+from nstdiff.models.encoders import load_encoder
+from nstdiff.registry import Capabilities, register_method
+from nstdiff.schema import Frozen, ImageRef
+
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+PYRAMID_MIN_SIDE = 128
+# strength s ∈ [0, 1] → style/content weight ratio 10^(RATIO_AT_ZERO + RATIO_SPAN·s); s = 0 is the content itself
+RATIO_AT_ZERO, RATIO_SPAN = -1.0, 4.0
+
+
+class GramOptions(Frozen):
+    content_layers: list[str] = Field(["relu4_2"], min_length=1, max_length=16)
+    style_layers: list[str] = Field(list(DEFAULT_STYLE_LAYERS), min_length=1, max_length=16)
+    style_layer_weights: list[float] | None = Field(None, description="One per style layer; default equal.")
+    content_weight: float | None = Field(None, ge=0, le=1e9, description="Raw weight; overrides strength.")
+    style_weight: float | None = Field(None, ge=0, le=1e9, description="Raw weight; overrides strength.")
+    tv_weight: float = Field(1.0, ge=0, le=1e6, description="Total-variation smoothing.")
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    learning_rate: float = Field(0.02, gt=0, le=1.0, description="Adam step on the [0, 1] pixel scale.")
+    init: Literal["content", "noise", "image"] = "content"
+    init_image: ImageRef | None = None
+    pyramid_levels: int | None = Field(None, ge=1, le=6, description="None: auto (coarsest side ≥ 128 px).")
+
+    @field_validator("style_layer_weights")
+    @classmethod
+    def _positive(cls, weights: list[float] | None) -> list[float] | None:
+        if weights is not None and (any(w < 0 for w in weights) or sum(weights) <= 0):
+            raise ValueError("style layer weights must be ≥ 0 and not all 0")
+        return weights
+
+
+def strength_weights(strength: float) -> tuple[float, float]:
+    """(content_weight, style_weight) for a strength in [0, 1]."""
+    if strength <= 0:
+        return 1.0, 0.0
+    return 1.0, 10 ** (RATIO_AT_ZERO + RATIO_SPAN * strength)
+
+
+def pyramid_sizes(height: int, width: int, levels: int | None) -> list[tuple[int, int]]:
+    """Level sizes from coarse to fine; the finest is (height, width)."""
+    long_side = max(height, width)
+    if levels is None:
+        levels = 1 + max(0, int(math.log2(long_side / PYRAMID_MIN_SIDE)))
+    sizes = []
+    for level in reversed(range(levels)):
+        factor = 2**level
+        sizes.append((max(16, round(height / factor)), max(16, round(width / factor))))
+    return sizes
+
+
+def level_steps(total: int, levels: int) -> list[int]:
+    """Split the step budget over the levels, coarse first: a coarse step costs ~¼ of the next level's."""
+    if levels == 1:
+        return [total]
+    shares = [2.0 ** (levels - 1 - i) for i in range(levels)]  # 4, 2, 1: twice the steps at half the size
+    scale = total / sum(shares)
+    steps = [max(1, round(s * scale)) for s in shares]
+    steps[-1] = max(1, total - sum(steps[:-1]))
+    return steps
+
+
+def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    if image.shape[-2:] == (height, width):
+        return image
+    return F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
+@register_method
+class GramMethod(ImageMethod):
+    name = "gram"
+    title = "Gram optimisation (Gatys)"
+    description = "Classic neural style transfer: slow, faithful, any style, any size (coarse-to-fine)."
+    options_model = GramOptions
+    capabilities = Capabilities(needs_content=False, masks=True, color_controls=True, uses_encoder=True)
+    default_steps = 300
+
+    def transfer(self, job: ImageJob, options: GramOptions, context: RunContext) -> TransferOutput:
+        if options.init == "image" and options.init_image is None:
+            raise InputError("init='image' needs init_image")
+        if options.style_layer_weights is not None and len(options.style_layer_weights) != len(options.style_layers):
+            raise InputError(
+                f"style_layer_weights has {len(options.style_layer_weights)} values for "
+                f"{len(options.style_layers)} style layers; give one per layer"
+            )
+        encoder = load_encoder(job.encoder, context.device, context.settings, context.message)
+        if encoder.note:
+            context.notes.append(encoder.note)
+        net = encoder.module
+        net.check_layers([*options.content_layers, *options.style_layers])
+        content_weight, style_weight = strength_weights(job.strength)
+        content_weight = options.content_weight if options.content_weight is not None else content_weight
+        style_weight = options.style_weight if options.style_weight is not None else style_weight
+        if job.content is None:
+            content_weight = 0.0  # texture synthesis
+        layer_weights = options.style_layer_weights or [1.0] * len(options.style_layers)
+        total_layer_weight = sum(layer_weights)
+        layer_weights = {l: w / total_layer_weight for l, w in zip(options.style_layers, layer_weights)}
+
+        sizes = pyramid_sizes(job.height, job.width, options.pyramid_levels)
+        steps = level_steps(job.steps or self.default_steps, len(sizes))
+        total_steps, done = sum(steps), 0
+        generator = torch.Generator().manual_seed(job.seed)
+        image = self._initial_image(job, options, sizes[0], generator, context)
+        losses: dict[str, float] = {}
+        for (height, width), level_step_count in zip(sizes, steps):
+            image = resize(image, height, width).detach()
+            factor = height / job.height
+            content_loss = None
+            if job.content is not None and content_weight > 0:
+                with torch.no_grad():
+                    targets = net(resize(job.content, height, width), options.content_layers)
+                content_loss = FeatureContentLoss(targets)
+            with torch.no_grad():
+                grams = {layer: [] for layer in options.style_layers}
+                for style in job.styles:
+                    sh, sw = style.shape[-2:]
+                    scaled = resize(style, max(16, round(sh * factor)), max(16, round(sw * factor)))
+                    for layer, feature in net(scaled, options.style_layers).items():
+                        grams[layer].append(gram_matrix(feature))
+            regions = job.regions.at(height, width).styles.to(image) if job.regions is not None else None
+            style_loss = GramStyleLoss(grams, layer_weights, regions, job.style_weights)
+            layers = [*options.style_layers, *(options.content_layers if content_loss else [])]
+
+            def objective() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                features = net(image, layers)
+                parts = {"style": style_weight * style_loss(features), "tv": options.tv_weight * total_variation(image)}
+                if content_loss is not None:
+                    parts["content"] = content_weight * content_loss(features)
+                return sum(parts.values()), parts
+
+            image.requires_grad_(True)
+            done, losses = self._optimise(image, objective, options, level_step_count, done, total_steps, context)
+            image = image.detach().clamp(0, 1)
+        return TransferOutput(image=image, losses=losses, encoder=encoder.name, options=options)
+
+    def _initial_image(self, job, options, size, generator, context) -> torch.Tensor:
+        height, width = size
+        if options.init == "image":
+            image = to_tensor(load_image(options.init_image, "init", context.settings), context.device)
+            return resize(image, height, width)
+        if options.init == "content" and job.content is not None:
+            return resize(job.content, height, width).clone()
+        # noise around mid-grey: texture synthesis and init='noise'
+        noise = 0.5 + 0.1 * torch.randn((1, 3, height, width), generator=generator)
+        return noise.clamp(0, 1).to(context.device)
+
+    def _optimise(self, image, objective, options, steps, done, total, context):
+        final: dict[str, float] = {}
+
+        def closure():
+            optimizer.zero_grad(set_to_none=True)
+            loss, parts = objective()
+            if not torch.isfinite(loss):
+                raise InputError("the loss became non-finite; lower style_weight/learning_rate or use strength")
+            loss.backward()
+            final.clear()
+            final.update({k: float(v) for k, v in parts.items()}, total=float(loss))
+            return loss
+
+        if options.optimizer == "lbfgs":
+            # max_iter=1 per call: one function evaluation a step, so progress and cancel come every step
+            optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=1, history_size=50)
+        else:
+            optimizer = torch.optim.Adam([image], lr=options.learning_rate)
+        for _ in range(steps):
+            optimizer.step(closure)
+            with torch.no_grad():
+                image.clamp_(0, 1)
+            done += 1
+            context.step(done, total, final)
+        return done, final

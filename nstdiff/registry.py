@@ -1,0 +1,109 @@
+"""The method registry: one class per file, registered by name with its request type and capabilities.
+
+Built-in methods live in `nstdiff.methods`; extensions (audio, mesh, third-party packages) register the same way
+through the `nstdiff.methods` entry-point group, e.g. in their pyproject:
+
+    [project.entry-points."nstdiff.methods"]
+    audio = "extensions.audio.method"
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from nstdiff.errors import InputError
+
+if TYPE_CHECKING:
+    from nstdiff.executor import RunContext
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODULES = ("nstdiff.methods.gram",)
+ENTRY_POINT_GROUP = "nstdiff.methods"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    modality: str = "image"  # image, audio, mesh: which app tab and request type
+    needs_content: bool = False  # False: also runs without content (texture synthesis)
+    masks: bool = False  # honours Controls.mask
+    color_controls: bool = False  # honours Controls.preserve_color
+    needs_gpu: bool = False  # usable on CPU only for tests/previews
+    uses_encoder: bool = False  # honours `encoder`
+
+
+class Method(ABC):
+    """A style-transfer method. Subclasses set the class attributes and implement `execute`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str]
+    request_model: ClassVar[type[BaseModel]]
+    options_model: ClassVar[type[BaseModel]]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def parse_options(self, options: dict[str, Any] | BaseModel) -> BaseModel:
+        if isinstance(options, self.options_model):
+            return options
+        try:
+            return self.options_model.model_validate(dict(options))
+        except ValidationError as exc:
+            raise InputError(f"invalid options for method '{self.name}': {format_validation_error(exc)}") from None
+
+    @abstractmethod
+    def execute(self, request: Any, context: "RunContext") -> Any:
+        """Run the request; report progress and honour cancellation through `context`."""
+
+
+M = TypeVar("M", bound=type[Method])
+_METHODS: dict[str, Method] = {}
+_loaded = False
+
+
+def register_method(cls: M) -> M:
+    """Class decorator: make a method available by its `name`."""
+    if cls.name in _METHODS and type(_METHODS[cls.name]) is not cls:
+        raise RuntimeError(f"method name '{cls.name}' is registered twice ({cls.__module__})")
+    _METHODS[cls.name] = cls()
+    return cls
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as exc:  # a broken extension must not take the core down
+            log.warning("extension '%s' failed to load: %s", entry.name, exc)
+
+
+def get_method(name: str) -> Method:
+    _load_all()
+    if name not in _METHODS:
+        raise InputError(f"unknown method '{name}'; available: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def list_methods() -> list[Method]:
+    _load_all()
+    return [_METHODS[name] for name in sorted(_METHODS)]
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, `field: message`, without pydantic's URLs."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "value"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

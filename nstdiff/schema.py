@@ -1,0 +1,142 @@
+"""Typed, bounded requests and results: the one contract between the front ends (CLI, API, app) and the core.
+
+A field's bounds and description are what the CLI validates and the app shows; nothing is validated twice elsewhere.
+Method-specific settings live in `options`, validated against the chosen method's own options model.
+"""
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+
+MAX_STYLES = 8
+
+
+def _describe_image(value: Any) -> str:
+    if isinstance(value, Image.Image):
+        return f"<image {value.width}x{value.height}>"
+    return str(value)
+
+
+ImageRef = Annotated[
+    Union[Path, Image.Image],
+    PlainSerializer(_describe_image, return_type=str),
+    Field(description="A path to an image file, or a PIL image (Python API)."),
+]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+class StyleImage(Frozen):
+    image: ImageRef
+    weight: float = Field(1.0, gt=0, le=100, description="Blend weight; weights are normalised to sum to 1.")
+
+
+class PreserveColor(str, Enum):
+    none = "none"
+    luminance = "luminance"  # transfer on luminance only, colours of the content (Gatys et al. 2017, §5.1)
+    histogram = "histogram"  # recolour the style to the content's colour statistics first (Gatys et al. 2017, §5.2)
+    original = "original"  # full transfer, then the content's chroma under the output's luminance
+
+
+class Controls(Frozen):
+    """Controls shared by every classic method that declares support for them."""
+
+    strength: float = Field(0.7, ge=0, le=1, description="0 keeps the content, 1 is all style.")
+    preserve_color: PreserveColor = Field(PreserveColor.none, description="How the content's colours are kept.")
+    style_scale: float = Field(1.0, ge=0.25, le=2.0, description="Stroke size: >1 larger strokes, <1 finer.")
+    mask: ImageRef | None = Field(None, description="Region mask, same size as the content (see mask_colors).")
+    mask_colors: list[str] | None = Field(
+        None, max_length=MAX_STYLES, description="Hex colour of each style's region; black always means untouched."
+    )
+
+    @field_validator("mask_colors")
+    @classmethod
+    def _hex(cls, colors: list[str] | None) -> list[str] | None:
+        if colors is None:
+            return None
+        from nstdiff.controls.masks import parse_hex
+
+        return [parse_hex(c) and c.lower() for c in colors]
+
+
+class ImageStyleRequest(Frozen):
+    """Restyle `content` with `styles` (or synthesise a texture when there is no content)."""
+
+    method: str = Field("gram", description="A registered method name (see `nstdiff methods`).")
+    content: ImageRef | None = Field(None, description="The photo to restyle; none = texture synthesis.")
+    styles: list[StyleImage] = Field(..., min_length=1, max_length=MAX_STYLES)
+    size: int = Field(512, ge=16, le=4096, description="Longest side of the output, in pixels.")
+    steps: int | None = Field(None, ge=1, le=10_000, description="Optimisation steps; None = the method's default.")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="None draws a seed, reported in the result.")
+    encoder: str = Field("auto", description="Feature encoder: auto (best available), vgg19, vgg16, random.")
+    controls: Controls = Field(default_factory=Controls)
+    options: dict[str, Any] = Field(default_factory=dict, description="Method-specific options (validated by it).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _styles_from_paths(cls, data: Any) -> Any:
+        # Allow `styles=["a.jpg", img]` as shorthand for weight-1 styles.
+        if isinstance(data, dict) and isinstance(data.get("styles"), (list, tuple)):
+            data = dict(data)
+            data["styles"] = [
+                {"image": s} if isinstance(s, (str, Path, Image.Image)) else s for s in data["styles"]
+            ]
+        return data
+
+    @property
+    def style_weights(self) -> list[float]:
+        total = sum(s.weight for s in self.styles)
+        return [s.weight / total for s in self.styles]
+
+
+class ProgressEvent(Frozen):
+    step: int
+    total: int
+    stage: str = "optimise"
+    losses: dict[str, float] = Field(default_factory=dict)
+    elapsed: float = 0.0
+    message: str = ""
+
+
+class StyleResult(BaseModel):
+    """What a run produced and exactly how: enough to reproduce it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    image: Image.Image
+    method: str
+    encoder: str | None
+    seed: int
+    parameters: dict[str, Any] = Field(description="The fully resolved request, options included.")
+    losses: dict[str, float] = Field(default_factory=dict, description="Final loss terms.")
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage, and total.")
+    notes: list[str] = Field(default_factory=list, description="Choices made for the user (e.g. encoder fallback).")
+    created: float = Field(default_factory=time.time)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "encoder": self.encoder,
+            "seed": self.seed,
+            "parameters": self.parameters,
+            "losses": self.losses,
+            "timings": self.timings,
+            "notes": self.notes,
+        }
+
+    def metadata_json(self) -> str:
+        return json.dumps(self.metadata(), default=str, sort_keys=True)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a PNG carrying the resolved parameters as text metadata (atomically: no half-written file)."""
+        from nstdiff.imageio import save_png
+
+        return save_png(self.image, path, {"nstdiff": self.metadata_json()})

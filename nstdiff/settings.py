@@ -1,0 +1,68 @@
+"""All settings in one place (`NSTDIFF_` environment variables override the config file, which overrides defaults).
+
+Sources, highest priority first: keyword arguments, environment (`NSTDIFF_MODELS_DIR=...`), the TOML file named by
+`NSTDIFF_CONFIG`, then `configs/default.toml` shipped with the package.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_CONFIG = resources.files("nstdiff.configs") / "default.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NSTDIFF_", extra="forbid", validate_default=True)
+
+    cache_dir: Path = Field(Path("~/.cache/nstdiff"), description="Downloads and converted weights live here.")
+    models_dir: Path | None = Field(None, description="Where models are looked up and fetched to (cache_dir/models).")
+    outputs_dir: Path = Field(Path("~/nstdiff-outputs"), description="Results and history of the app.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    allow_downloads: bool = Field(True, description="Fetch missing models; also off when HF_HUB_OFFLINE=1.")
+    max_input_pixels: int = Field(40_000_000, ge=1, description="Larger input images are refused (decompression bombs).")
+    max_input_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Larger input files are refused.")
+    max_output_side: int = Field(4096, ge=16, description="Longest side of an output image, in pixels.")
+    default_encoder: str = Field("auto", description="auto (best available), vgg19, vgg16 or random.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's choice.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("cache_dir", "outputs_dir", "models_dir")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(os.path.expandvars(str(value))).expanduser()
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.cache_dir / "models"
+
+    @property
+    def downloads_allowed(self) -> bool:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+        return self.allow_downloads and not offline
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = [Path(str(DEFAULT_CONFIG))]
+        if os.environ.get("NSTDIFF_CONFIG"):
+            files.append(Path(os.environ["NSTDIFF_CONFIG"]).expanduser())
+        # later files win in TomlConfigSettingsSource's deep merge
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=files)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; call `reload_settings()` after changing the environment."""
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    get_settings.cache_clear()
+    return get_settings()
