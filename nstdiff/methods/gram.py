@@ -174,7 +174,7 @@ class GramMethod(ImageMethod):
                 raise InputError("the loss became non-finite; lower style_weight/learning_rate or use strength")
             loss.backward()
             final.clear()
-            final.update({k: float(v) for k, v in parts.items()}, total=float(loss))
+            final.update({k: float(v.detach()) for k, v in parts.items()}, total=float(loss.detach()))
             return loss
 
         if options.optimizer == "lbfgs":

@@ -1,0 +1,248 @@
+"""The `nstdiff` command line. Flags are generated from the same typed models the API and the app use."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ValidationError
+
+from nstdiff.errors import Cancelled, NstdiffError
+from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
+
+EXAMPLES = Path(__file__).parent / "examples"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_help(model: type[BaseModel], name: str) -> str:
+    info = model.model_fields[name]
+    return f"{info.description or ''} (default: {info.default})".strip()
+
+
+def _scalar_type(annotation: Any):
+    """The argparse type (and choices) for a simple pydantic field annotation, or None if it has no flag."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _scalar_type(args[0])
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if Path in inner:  # an image reference: a path on the command line
+            return Path, None
+        return _scalar_type(inner[0]) if len(inner) == 1 else None
+    if origin is typing.Literal:
+        return str, [str(a) for a in args]
+    if origin is list and args and args[0] in (str, float, int):
+        return (lambda text, t=args[0]: [t(x.strip()) for x in text.split(",") if x.strip()]), None
+    if annotation in (int, float, str):
+        return annotation, None
+    return None
+
+
+def add_options_flags(parser: argparse.ArgumentParser, models: Sequence[type[BaseModel]]) -> list[str]:
+    """Add a flag for every simple field of the methods' options models (lists as comma-separated values)."""
+    group = parser.add_argument_group("method options")
+    added: list[str] = []
+    for model in models:
+        for name, info in model.model_fields.items():
+            kind = _scalar_type(info.annotation)
+            if name in added or kind is None:
+                continue
+            convert, choices = kind
+            group.add_argument(_flag(name), dest=f"opt_{name}", type=convert, choices=choices, default=None,
+                               help=f"[{model.__name__.removesuffix('Options').lower()}] {_field_help(model, name)}")
+            added.append(name)
+    return added
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers like 0.7,0.3") from None
+
+
+def _common_image_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--style", action="append", required=True, type=Path, help="style image (repeat for several)")
+    parser.add_argument("--style-weights", type=_weights, help="blend weights, one per --style, e.g. 0.7,0.3")
+    parser.add_argument("--method", default="gram", help="method name (see `nstdiff methods`)")
+    parser.add_argument("--size", type=int, default=512, help="longest side of the output in pixels")
+    parser.add_argument("--steps", type=int, help="optimisation steps (default: the method's)")
+    parser.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
+    parser.add_argument("--encoder", default=None, help="auto, vgg19, vgg16 or random (default: settings)")
+    parser.add_argument("--strength", type=float, default=Controls.model_fields["strength"].default,
+                        help=_field_help(Controls, "strength"))
+    parser.add_argument("--style-scale", type=float, default=1.0, help=_field_help(Controls, "style_scale"))
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nstdiff.registry import list_methods
+
+    option_models = [m.options_model for m in list_methods() if m.capabilities.modality == "image"]
+    parser = argparse.ArgumentParser(prog="nstdiff", description="Style transfer: classic, AdaIN and diffusion.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    stylize = commands.add_parser("stylize", help="restyle a content image")
+    stylize.add_argument("content", type=Path, help="the photo to restyle")
+    _common_image_flags(stylize)
+    stylize.add_argument("--preserve-color", choices=[c.value for c in PreserveColor], default="none",
+                         help=_field_help(Controls, "preserve_color"))
+    stylize.add_argument("--mask", type=Path, help="region mask: white = style 1, red = style 2 …, black = untouched")
+    stylize.add_argument("--mask-colors", type=lambda t: [c.strip() for c in t.split(",")],
+                         help="hex colour of each style's region, e.g. '#ffffff,#ff0000'")
+    add_options_flags(stylize, option_models)
+
+    texture = commands.add_parser("texture", help="synthesise a texture from a style image (no content)")
+    _common_image_flags(texture)
+    add_options_flags(texture, option_models)
+
+    example = commands.add_parser("example", help="stylize the bundled photo with the bundled painting")
+    example.add_argument("-o", "--output", type=Path, default=Path("example.png"))
+    example.add_argument("--size", type=int, default=256)
+    example.add_argument("--quiet", action="store_true")
+
+    commands.add_parser("methods", help="list the registered methods")
+    models = commands.add_parser("models", help="list or fetch model weights")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    model_commands.add_parser("list", help="each model, where it is and whether it is ready")
+    fetch = model_commands.add_parser("fetch", help="download (or import) a model, checked and converted")
+    fetch.add_argument("name")
+    fetch.add_argument("--from", dest="source", type=Path, help="import from a local file instead of downloading")
+    return parser
+
+
+def _progress_printer(quiet: bool):
+    """A tqdm bar fed by ProgressEvents; status messages are printed above it."""
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def on_progress(event) -> None:
+        if event.stage == "message":
+            (state["bar"].write if "bar" in state else print)(event.message, file=sys.stderr)
+            return
+        if quiet:
+            return
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=event.total, unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar.update(event.step - bar.n)
+        if event.losses:
+            bar.set_postfix({k: f"{v:.3g}" for k, v in event.losses.items()}, refresh=False)
+
+    def close() -> None:
+        if "bar" in state:
+            state.pop("bar").close()
+
+    return on_progress, close
+
+
+def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyleRequest:
+    from nstdiff.settings import get_settings
+
+    weights = args.style_weights or [1.0] * len(args.style)
+    if len(weights) != len(args.style):
+        raise NstdiffError(f"--style-weights has {len(weights)} values for {len(args.style)} styles; give one each")
+    options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    controls = {"strength": args.strength, "style_scale": args.style_scale}
+    if content is not None:
+        controls.update(preserve_color=args.preserve_color, mask=args.mask, mask_colors=args.mask_colors)
+    return ImageStyleRequest(
+        method=args.method,
+        content=content,
+        styles=[{"image": s, "weight": w} for s, w in zip(args.style, weights)],
+        size=args.size,
+        steps=args.steps,
+        seed=args.seed,
+        encoder=args.encoder or get_settings().default_encoder,
+        controls=controls,
+        options=options,
+    )
+
+
+def _run_image(request: ImageStyleRequest, output: Path, quiet: bool) -> int:
+    from nstdiff.executor import CancelToken, stylize
+    from nstdiff.imageio import check_writable
+
+    check_writable(output)  # fail before minutes of work, not after
+    cancel = CancelToken()
+
+    def on_interrupt(signum, frame):
+        cancel.cancel()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    on_progress, close = _progress_printer(quiet)
+    try:
+        result = stylize(request, progress=on_progress, cancel=cancel)
+    finally:
+        close()
+        signal.signal(signal.SIGINT, previous)
+    result.save(output)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {output} ({result.image.width}x{result.image.height}, method {result.method}, "
+          f"encoder {result.encoder}, seed {result.seed}, {result.timings['total']:.1f} s)")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from nstdiff.models import fetch_model, list_models
+
+    if args.models_command == "list":
+        rows = list_models()
+        print(f"{'name':8} {'ready':6} {'path':60} description")
+        for row in rows:
+            print(f"{row.name:8} {'yes' if row.ready else 'no':6} {str(row.path):60} {row.description}")
+        print("random   yes    (built in, for tests)")
+        return 0
+    fetch_model(args.name, source=args.source, message=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "stylize":
+            return _run_image(_image_request(args, args.content), args.output, args.quiet)
+        if args.command == "texture":
+            return _run_image(_image_request(args, None), args.output, args.quiet)
+        if args.command == "example":
+            request = ImageStyleRequest(
+                content=EXAMPLES / "photo.jpg", styles=[EXAMPLES / "painting.jpg"], size=args.size, seed=0
+            )
+            return _run_image(request, args.output, args.quiet)
+        if args.command == "methods":
+            from nstdiff.registry import list_methods
+
+            for method in list_methods():
+                print(f"{method.name:12} {method.capabilities.modality:6} {method.description}")
+            return 0
+        if args.command == "models":
+            return _models(args)
+    except ValidationError as exc:
+        from nstdiff.registry import format_validation_error
+
+        print(f"error: {format_validation_error(exc)}", file=sys.stderr)
+        return 2
+    except Cancelled as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return exc.exit_code
+    except NstdiffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
