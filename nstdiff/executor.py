@@ -74,11 +74,11 @@ class RunContext:
         return time.perf_counter() - self.started
 
     def step(self, step: int, total: int, losses: dict[str, float] | None = None, stage: str = "optimise") -> None:
-        """Report a step; raises `Cancelled` if cancellation was asked for."""
-        if self.cancel is not None and self.cancel.cancelled:
-            raise Cancelled(step, total)
+        """Report a finished step; raises `Cancelled` if cancellation was asked for (also from the callback)."""
         if self.progress:
             self.progress(ProgressEvent(step=step, total=total, stage=stage, losses=losses or {}, elapsed=self.elapsed))
+        if self.cancel is not None and self.cancel.cancelled:
+            raise Cancelled(step, total)
 
 
 class Executor(Protocol):

@@ -60,7 +60,12 @@ def load_image(ref: Path | str | Image.Image, role: str = "input", settings: Set
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(path)
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(
+                f"{what} claims more pixels than PIL's safety limit (a decompression bomb?); the limit is "
+                f"{settings.max_input_pixels / 1e6:.0f} MP (NSTDIFF_MAX_INPUT_PIXELS)"
+            ) from None
+        except UnidentifiedImageError as exc:
             raise InputError(f"{what} is not a readable image ({exc}); use a PNG, JPEG, WebP, BMP or TIFF") from None
         except OSError as exc:
             raise InputError(f"{what} could not be opened: {exc}") from None

@@ -184,8 +184,9 @@ class GramMethod(ImageMethod):
             optimizer = torch.optim.Adam([image], lr=options.learning_rate)
         for _ in range(steps):
             optimizer.step(closure)
-            with torch.no_grad():
-                image.clamp_(0, 1)
+            if options.optimizer == "adam":  # projected steps; L-BFGS is left unclamped: a clamp breaks its curvature pairs
+                with torch.no_grad():
+                    image.clamp_(0, 1)
             done += 1
             context.step(done, total, final)
         return done, final

@@ -244,6 +244,8 @@ _CACHE: dict[tuple[str, str, str], VGGEncoder] = {}
 def choose_encoder(requested: str, settings: Settings | None = None) -> tuple[str, str]:
     """Resolve `auto` to a concrete encoder name, with a note saying why."""
     settings = settings or get_settings()
+    if requested == "auto":
+        requested = settings.default_encoder
     if requested != "auto":
         if requested not in ENCODERS:
             raise InputError(f"unknown encoder '{requested}'; choose auto, {', '.join(ENCODERS)}")
