@@ -63,7 +63,7 @@ def load_image(ref: Path | str | Image.Image, role: str = "input", settings: Set
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InputError(
                 f"{what} claims more pixels than PIL's safety limit (a decompression bomb?); the limit is "
-                f"{settings.max_input_pixels / 1e6:.0f} MP (NSTDIFF_MAX_INPUT_PIXELS)"
+                f"{settings.max_input_pixels / 1e6:.3g} MP (NSTDIFF_MAX_INPUT_PIXELS)"
             ) from None
         except UnidentifiedImageError as exc:
             raise InputError(f"{what} is not a readable image ({exc}); use a PNG, JPEG, WebP, BMP or TIFF") from None
@@ -72,8 +72,8 @@ def load_image(ref: Path | str | Image.Image, role: str = "input", settings: Set
     pixels = image.width * image.height
     if pixels > settings.max_input_pixels:
         raise InputError(
-            f"{what} is {image.width}x{image.height} = {pixels / 1e6:.0f} MP, over the limit of "
-            f"{settings.max_input_pixels / 1e6:.0f} MP; downscale it or raise NSTDIFF_MAX_INPUT_PIXELS"
+            f"{what} is {image.width}x{image.height} = {pixels / 1e6:.3g} MP, over the limit of "
+            f"{settings.max_input_pixels / 1e6:.3g} MP; downscale it or raise NSTDIFF_MAX_INPUT_PIXELS"
         )
     if image.width < 1 or image.height < 1:
         raise InputError(f"{what} is empty (0 pixels)")

@@ -2,8 +2,8 @@
 
 A mask is an image of the content's size painted in flat colours. By default style 1 is white, style 2 red, then
 green, blue, yellow, magenta, cyan, orange; black always means "leave the content untouched". Other colours can be
-named per style with `mask_colors`. Anti-aliased edges are snapped to the nearest known colour; a mask in which more
-than 1 % of the pixels are far from every known colour is refused, since it was probably not meant as a mask.
+named per style with `mask_colors`. Anti-aliased edges (blends of two known colours) are snapped to the nearest one;
+a mask in which more than 1 % of the pixels are far from every known colour is refused: it was not meant as a mask.
 """
 from __future__ import annotations
 
@@ -65,8 +65,14 @@ def load_region_masks(
     palette = np.array([parse_hex(c) for c in palette_hex], dtype=np.float32)
     pixels = np.asarray(image, dtype=np.float32).reshape(-1, 3)
     distances = np.linalg.norm(pixels[:, None, :] - palette[None], axis=2)
-    nearest = distances.argmin(1)
+    order = distances.argsort(1)
+    nearest = order[:, 0]
     unknown = distances.min(1) > SNAP_DISTANCE
+    if unknown.any():  # a blend of its two nearest colours is an anti-aliased edge, not an unknown colour
+        a, b, p = palette[order[unknown, 0]], palette[order[unknown, 1]], pixels[unknown]
+        t = np.clip(((p - a) * (b - a)).sum(1) / ((b - a) ** 2).sum(1), 0, 1)
+        off_segment = np.linalg.norm(p - (a + t[:, None] * (b - a)), axis=1)
+        unknown[unknown] = off_segment > SNAP_DISTANCE
     if unknown.mean() > MAX_UNKNOWN_FRACTION:
         odd = pixels[unknown].astype(int)
         values, counts = np.unique(odd, axis=0, return_counts=True)
