@@ -7,7 +7,8 @@ For each pair it runs, in one process:
 - ours: `nstdiff.stylize` with the Gram method's defaults (encoder vgg16, seed 0, default steps, coarse-to-fine);
 - textbook: the PyTorch "Neural Transfer" tutorial loop (Gatys et al. 2016) written out below, on the same VGG16
   weights, at the single output resolution: content MSE at relu4_2, Gram/(C·H·W) MSE at relu1_1 … relu5_1, weights
-  1 and 1e6, LBFGS with its defaults (lr 1) over the image, starting from the content, clamped to [0, 1].
+  1 and 1e6, LBFGS with its defaults (lr 1) over the image, starting from the content, clamped to [0, 1]; as in the
+  tutorial, the style image is resized to the content's size.
 
 It measures:
 - seconds per iteration (one forward + backward, i.e. one objective evaluation), steady state: the mean interval
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
 from nstdiff import ImageStyleRequest, ProgressEvent, stylize
@@ -199,8 +201,9 @@ def textbook_model(encoder: VGGEncoder, content: torch.Tensor, style: torch.Tens
 
 
 def run_textbook(content_path: Path, style_path: Path, args, encoder: VGGEncoder, device: torch.device) -> Run:
-    content = to_tensor(resize_long_side(load_image(content_path, "content"), args.size), device)
-    style = to_tensor(resize_long_side(load_image(style_path, "style"), args.size), device)
+    content_image = resize_long_side(load_image(content_path, "content"), args.size)
+    style_image = load_image(style_path, "style").resize(content_image.size, Image.Resampling.LANCZOS)
+    content, style = to_tensor(content_image, device), to_tensor(style_image, device)
     reset_peak_memory(device)
     started = time.perf_counter()
     with torch.no_grad():

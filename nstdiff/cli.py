@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from nstdiff.errors import Cancelled, NstdiffError
+from nstdiff.errors import Cancelled, InputError, NstdiffError
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -151,7 +151,7 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
 
     weights = args.style_weights or [1.0] * len(args.style)
     if len(weights) != len(args.style):
-        raise NstdiffError(f"--style-weights has {len(weights)} values for {len(args.style)} styles; give one each")
+        raise InputError(f"--style-weights has {len(weights)} values for {len(args.style)} styles; give one each")
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     controls = {"strength": args.strength, "style_scale": args.style_scale}
     if content is not None:

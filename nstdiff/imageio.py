@@ -68,7 +68,7 @@ def load_image(ref: Path | str | Image.Image, role: str = "input", settings: Set
         except UnidentifiedImageError as exc:
             raise InputError(f"{what} is not a readable image ({exc}); use a PNG, JPEG, WebP, BMP or TIFF") from None
         except OSError as exc:
-            raise InputError(f"{what} could not be opened: {exc}") from None
+            raise InputError(f"{what} is damaged or truncated ({exc}); re-export it and try again") from None
     pixels = image.width * image.height
     if pixels > settings.max_input_pixels:
         raise InputError(

@@ -1,0 +1,114 @@
+"""The `nstdiff` command as a user runs it: a subprocess, its exit code, its files and its messages."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+
+def nstdiff(*args, timeout=300, **kwargs):
+    return subprocess.run([sys.executable, "-m", "nstdiff.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=os.environ.copy(), **kwargs)
+
+
+def test_stylize_writes_a_png_with_its_parameters(images, tmp_path):
+    out = tmp_path / "out.png"
+    run = nstdiff("stylize", images["content"], "--style", images["red"], "--style", images["blue"],
+                  "--style-weights", "0.7,0.3", "--size", 40, "--steps", 4, "--seed", 5, "--encoder", "random",
+                  "--strength", 0.8, "--preserve-color", "histogram", "--tv-weight", 2, "--style-layers",
+                  "relu1_1,relu2_1", "-o", out)
+    assert run.returncode == 0, run.stderr
+    assert "wrote" in run.stdout and "seed 5" in run.stdout
+    image = Image.open(out)
+    assert image.size == (40, 33)
+    meta = json.loads(image.text["nstdiff"])
+    assert meta["seed"] == 5 and meta["encoder"] == "random" and meta["method"] == "gram"
+    params = meta["parameters"]
+    assert [s["weight"] for s in params["styles"]] == [0.7, 0.3]
+    assert params["options"]["style_layers"] == ["relu1_1", "relu2_1"] and params["options"]["tv_weight"] == 2
+    assert params["controls"]["preserve_color"] == "histogram"
+
+
+def test_texture_command(images, tmp_path):
+    out = tmp_path / "texture.png"
+    run = nstdiff("texture", "--style", images["red"], "--size", 32, "--steps", 3, "--encoder", "random", "-o", out)
+    assert run.returncode == 0, run.stderr
+    assert Image.open(out).size == (32, 32)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strength", "1.5"], "controls.strength: Input should be less than or equal to 1"),
+        (["--steps", "nan"], "invalid int value"),
+        (["--style-weights", "0.5,0.5"], "--style-weights has 2 values for 1 styles"),
+        (["--mask", "{mask}"], "mask is 10x10 but the content image is 48x40"),
+        (["--encoder", "vgg99"], "unknown encoder 'vgg99'"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_message_and_writes_nothing(images, tmp_path, args, message):
+    Image.new("RGB", (10, 10)).save(tmp_path / "mask.png")
+    args = [a.format(mask=tmp_path / "mask.png") for a in args]
+    out = tmp_path / "out.png"
+    run = nstdiff("stylize", images["content"], "--style", images["red"], "--size", 32, "--steps", 2,
+                  "--encoder", "random", *args, "-o", out)
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not out.exists()
+
+
+def test_a_corrupt_image_and_an_unwritable_output(images, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    run = nstdiff("stylize", broken, "--style", images["red"], "--encoder", "random", "-o", tmp_path / "o.png")
+    assert run.returncode == 2 and "content image" in run.stderr and "damaged or truncated" in run.stderr
+    run = nstdiff("stylize", images["content"], "--style", images["red"], "-o", tmp_path / "no" / "o.png")
+    assert run.returncode == 2 and "folder" in run.stderr and "does not exist" in run.stderr
+
+
+def test_missing_model_exits_with_the_fix(images, tmp_path):
+    run = nstdiff("stylize", images["content"], "--style", images["red"], "--encoder", "vgg16", "-o", tmp_path / "o.png")
+    assert run.returncode == 1
+    assert "model 'vgg16' is not available" in run.stderr and "nstdiff models fetch vgg16" in run.stderr
+
+
+def test_models_list_and_methods():
+    run = nstdiff("models", "list")
+    assert run.returncode == 0 and "vgg16" in run.stdout and "vgg19" in run.stdout
+    run = nstdiff("methods")
+    assert run.returncode == 0 and "gram" in run.stdout
+
+
+def test_ctrl_c_stops_cleanly_without_an_output(images, tmp_path):
+    out = tmp_path / "out.png"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nstdiff.cli", "stylize", str(images["content"]), "--style", str(images["red"]),
+         "--size", "48", "--steps", "10000", "--encoder", "random", "-o", str(out)],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=os.environ.copy(),
+    )
+    seen = bytearray()
+    started = threading.Event()
+
+    def read():
+        while chunk := process.stderr.read1(256):
+            seen.extend(chunk)
+            if b"step" in seen:
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert started.wait(120), seen.decode(errors="replace")
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 130
+    reader.join(5)
+    assert b"cancelled at step" in seen and b"Traceback" not in seen
+    assert not out.exists()

@@ -1,0 +1,131 @@
+"""The weights resolver and the encoders: where models are looked for, what is refused, what `auto` picks."""
+from __future__ import annotations
+
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from nstdiff import ModelFileError, ModelNotFoundError
+from nstdiff.models import fetch_model, list_models, model_status, resolve_model
+from nstdiff.models.encoders import BLOCKS, WIDTHS, VGGEncoder, _hed_h5_to_safetensors, choose_encoder, load_encoder
+
+
+def test_nothing_is_ready_in_an_empty_cache(isolated_settings):
+    assert {m.name: m.ready for m in list_models()} == {"vgg16": False, "vgg19": False}
+
+
+def test_missing_model_error_names_the_places_and_the_fix(isolated_settings):
+    with pytest.raises(ModelNotFoundError) as caught:
+        resolve_model("vgg16", explicit="/nowhere/vgg16.safetensors")
+    message = str(caught.value)
+    assert "/nowhere/vgg16.safetensors" in message
+    assert str(isolated_settings.models_path / "vgg16" / "vgg16.safetensors") in message
+    assert "nstdiff models fetch vgg16" in message and "downloads are disabled" in message
+
+
+def test_auto_never_falls_back_to_random(isolated_settings):
+    with pytest.raises(ModelNotFoundError, match="vgg16"):
+        load_encoder("auto", torch.device("cpu"))
+
+
+def test_unknown_model_name():
+    with pytest.raises(ModelNotFoundError, match="unknown model name"):
+        resolve_model("vgg99")
+
+
+def _fake_hed_h5(path, seed=0):
+    """An h5 with the HED file's layout and VGG16 shapes (random values)."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as handle:
+        channels = 3
+        for block, convs in enumerate(BLOCKS["vgg16"], start=1):
+            for i, name in enumerate(("conv2d", "conv2d_1", "conv2d_2")[:convs]):
+                width = WIDTHS[block - 1]
+                group = handle.create_group(f"block{block}/layers/{name}/vars")
+                group["0"] = rng.standard_normal((3, 3, channels, width)).astype(np.float32)
+                group["1"] = rng.standard_normal(width).astype(np.float32)
+                channels = width
+
+
+def test_hed_h5_converts_to_the_encoder_layout(tmp_path):
+    h5 = tmp_path / "hed.h5"
+    _fake_hed_h5(h5)
+    out = tmp_path / "vgg16.safetensors"
+    _hed_h5_to_safetensors(h5, out)
+    encoder = VGGEncoder("vgg16", "caffe")
+    encoder.load_safetensors(out)
+    with h5py.File(h5) as handle:
+        kernel = np.asarray(handle["block3/layers/conv2d_1/vars/0"])  # (kh, kw, cin, cout)
+    weight = encoder.layers["conv3_2"].weight.numpy()  # (cout, cin, kh, kw)
+    assert np.array_equal(weight[5, 7, 0, 2], kernel[0, 2, 7, 5])
+
+
+def test_a_wrong_file_is_refused_by_checksum(tmp_path):
+    h5 = tmp_path / "hed.h5"
+    _fake_hed_h5(h5)
+    with pytest.raises(ModelFileError, match="sha256 .* it is not the file nstdiff knows"):
+        fetch_model("vgg16", source=h5)
+    assert not model_status("vgg16").ready
+
+
+def test_a_pickle_is_never_unpickled(tmp_path, monkeypatch):
+    evil = tmp_path / "vgg19-dcbb9e9d.pth"
+    evil.write_bytes(pickle.dumps({"features.0.weight": 1}))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called on an unverified file"))
+    with pytest.raises(ModelFileError, match="sha256"):
+        fetch_model("vgg19", source=evil)
+
+
+def test_vgg19_imported_from_safetensors_becomes_the_auto_choice(tmp_path):
+    source = VGGEncoder("vgg19", "imagenet")
+    tensors = {f"{n}.{p}": t.contiguous() for n, m in source.layers.items() for p, t in m.named_parameters()}
+    save_file(tensors, str(tmp_path / "mine.safetensors"))
+    fetch_model("vgg19", source=tmp_path / "mine.safetensors")
+    assert choose_encoder("auto") == ("vgg19", "encoder auto → vgg19 (best one ready)")
+    loaded = load_encoder("auto", torch.device("cpu"))
+    assert loaded.name == "vgg19"
+    assert torch.equal(loaded.module.layers["conv5_4"].weight, source.layers["conv5_4"].weight)
+
+
+@pytest.mark.parametrize("content", [b"not a safetensors file", pickle.dumps({"a": 1})])
+def test_damaged_weights_are_refused(tmp_path, content):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match="not a readable safetensors file"):
+        VGGEncoder("vgg16", "caffe").load_safetensors(path)
+
+
+def test_weights_of_the_wrong_shape_are_refused(tmp_path):
+    small = VGGEncoder("vgg16", "caffe", width_divisor=4)
+    path = tmp_path / "small.safetensors"
+    save_file({f"{n}.{p}": t.contiguous() for n, m in small.layers.items() for p, t in m.named_parameters()},
+              str(path))
+    with pytest.raises(ModelFileError, match=r"conv1_1.weight has shape \(16, 3, 3, 3\), expected \(64, 3, 3, 3\)"):
+        VGGEncoder("vgg16", "caffe").load_safetensors(path)
+
+
+def test_random_encoder_is_the_same_every_time():
+    a = load_encoder("random", torch.device("cpu")).module.layers["conv2_1"].weight.clone()
+    torch.manual_seed(123)
+    from nstdiff.models import encoders
+
+    encoders._CACHE.clear()
+    b = load_encoder("random", torch.device("cpu")).module.layers["conv2_1"].weight
+    assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_vgg16_fetched_from_pypi_is_verified_and_loads(vgg16_models_dir, monkeypatch):
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(vgg16_models_dir))
+    from nstdiff.settings import reload_settings
+
+    reload_settings()
+    assert model_status("vgg16").ready
+    encoder = load_encoder("auto", torch.device("cpu"))
+    assert encoder.name in ("vgg16", "vgg19")
+    features = encoder.module(torch.rand(1, 3, 32, 32), ["relu5_3" if encoder.name == "vgg16" else "relu5_4"])
+    assert next(iter(features.values())).shape[1] == 512
