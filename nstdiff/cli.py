@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--size", type=int, default=256)
     example.add_argument("--quiet", action="store_true")
 
+    serve = commands.add_parser("serve", help="start the web app")
+    serve.add_argument("--host", help="address to bind (default: settings, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: settings, 7860)")
+    serve.add_argument("--auth", type=_auth, help="USER:PASS required to use the app")
+
     commands.add_parser("methods", help="list the registered methods")
     models = commands.add_parser("models", help="list or fetch model weights")
     model_commands = models.add_subparsers(dest="models_command", required=True)
@@ -118,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("name")
     fetch.add_argument("--from", dest="source", type=Path, help="import from a local file instead of downloading")
     return parser
+
+
+def _auth(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError("--auth takes USER:PASS")
+    return user, password
 
 
 def _progress_printer(quiet: bool):
@@ -222,6 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 content=EXAMPLES / "photo.jpg", styles=[EXAMPLES / "painting.jpg"], size=args.size, seed=0
             )
             return _run_image(request, args.output, args.quiet)
+        if args.command == "serve":
+            from ui.server import serve
+
+            serve(args.host, args.port, args.auth)
+            return 0
         if args.command == "methods":
             from nstdiff.registry import list_methods
 

@@ -9,15 +9,17 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-import torch
 from pydantic import BaseModel, ValidationError
 
 from nstdiff.errors import Cancelled, InputError
-from nstdiff.registry import format_validation_error, get_method
-from nstdiff.schema import ProgressEvent
+from nstdiff.registry import format_validation_error, get_method, list_methods
+from nstdiff.schema import MethodInfo, ProgressEvent
 from nstdiff.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # torch is imported only when a job runs, so front ends can import this module cheaply
+    import torch
 
 ProgressCallback = Callable[[ProgressEvent], None]
 
@@ -36,7 +38,9 @@ class CancelToken:
         return self._event.is_set()
 
 
-def pick_device(setting: str) -> torch.device:
+def pick_device(setting: str) -> "torch.device":
+    import torch
+
     if setting == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -57,7 +61,7 @@ class RunContext:
     """What a method gets besides its request: where to run, how to report, when to stop."""
 
     settings: Settings
-    device: torch.device
+    device: "torch.device"
     seed: int
     progress: ProgressCallback | None = None
     cancel: CancelToken | None = None
@@ -82,8 +86,19 @@ class RunContext:
 
 
 class Executor(Protocol):
+    """All a front end may ask of the core."""
+
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
-        ...
+        """Run a request to its result; raises `NstdiffError` subclasses with readable messages."""
+
+    def methods(self) -> list[MethodInfo]:
+        """The registered methods, for menus."""
+
+    def models(self) -> list[Any]:
+        """Each model with where it is and whether it is ready."""
+
+    def fetch_model(self, name: str, message: Callable[[str], None] | None = None) -> Any:
+        """Fetch a missing model, reporting status lines."""
 
 
 class InProcessExecutor:
@@ -91,6 +106,19 @@ class InProcessExecutor:
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings
+
+    def methods(self) -> list[MethodInfo]:
+        return [method.info() for method in list_methods()]
+
+    def models(self) -> list[Any]:
+        from nstdiff.models import list_models
+
+        return list_models(self.settings)
+
+    def fetch_model(self, name: str, message: Callable[[str], None] | None = None) -> Any:
+        from nstdiff.models import fetch_model
+
+        return fetch_model(name, settings=self.settings, message=message)
 
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
         settings = self.settings or get_settings()
@@ -103,6 +131,8 @@ class InProcessExecutor:
             except ValidationError as exc:
                 raise InputError(f"invalid request: {format_validation_error(exc)}") from None
         if settings.threads:
+            import torch
+
             torch.set_num_threads(settings.threads)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         context = RunContext(settings, pick_device(settings.device), seed, progress, cancel)

@@ -21,6 +21,7 @@ from nstdiff.errors import InputError
 
 if TYPE_CHECKING:
     from nstdiff.executor import RunContext
+    from nstdiff.schema import MethodInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ class Method(ABC):
     request_model: ClassVar[type[BaseModel]]
     options_model: ClassVar[type[BaseModel]]
     capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def info(self) -> "MethodInfo":
+        from dataclasses import asdict
+
+        from nstdiff.schema import MethodInfo
+
+        return MethodInfo(name=self.name, title=self.title, description=self.description,
+                          options_schema=self.options_model.model_json_schema(), **asdict(self.capabilities))
 
     def parse_options(self, options: dict[str, Any] | BaseModel) -> BaseModel:
         if isinstance(options, self.options_model):

@@ -97,6 +97,21 @@ class ImageStyleRequest(Frozen):
         return [s.weight / total for s in self.styles]
 
 
+class MethodInfo(Frozen):
+    """What a front end needs to offer a method: no code, just its description and capabilities."""
+
+    name: str
+    title: str
+    description: str
+    modality: str
+    needs_content: bool
+    masks: bool
+    color_controls: bool
+    needs_gpu: bool
+    uses_encoder: bool
+    options_schema: dict[str, Any]
+
+
 class ProgressEvent(Frozen):
     step: int
     total: int

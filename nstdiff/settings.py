@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     max_output_side: int = Field(4096, ge=16, description="Longest side of an output image, in pixels.")
     default_encoder: str = Field("auto", description="auto (best available), vgg19, vgg16 or random.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's choice.")
+    server_host: str = Field("127.0.0.1", description="Address the app binds to; loopback unless you mean it.")
+    server_port: int = Field(7860, ge=1, le=65535)
+    gpu_slots: int = Field(1, ge=1, le=64, description="Jobs run at once (one per device).")
+    queue_max_size: int = Field(16, ge=1, le=10_000, description="Waiting jobs beyond this are refused.")
+    max_upload_mb: int = Field(64, ge=1, le=4096, description="Largest file the app accepts.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("cache_dir", "outputs_dir", "models_dir")

@@ -20,7 +20,7 @@ def test_output_keeps_aspect_and_reports_what_ran(images):
     result = stylize(request(images))
     assert result.image.size == (48, 40)
     assert (result.method, result.encoder, result.seed) == ("gram", "random", 1)
-    assert result.parameters["options"]["content_layers"] == ["relu4_2"]  # defaults resolved into the result
+    assert result.parameters["options"]["content_layers"] == ["relu2_2", "relu3_1", "relu4_2"]  # defaults resolved into the result
     assert set(result.timings) == {"load", "transfer", "total"}
 
 

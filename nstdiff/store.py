@@ -1,0 +1,106 @@
+"""History of results: SQLite plus PNG files under the outputs folder, so results survive a restart.
+
+Layout: `<outputs>/history.sqlite`, results in `<outputs>/results/<id>.png` (with their metadata), and the input
+images a result was made from in `<outputs>/inputs/<sha256>.<ext>` (content-addressed, so each is stored once and a
+history entry can be run again after the uploads it came from are gone).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from nstdiff.schema import StyleResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    method TEXT NOT NULL,
+    encoder TEXT,
+    seed INTEGER NOT NULL,
+    parameters TEXT NOT NULL,
+    timings TEXT NOT NULL,
+    notes TEXT NOT NULL,
+    output TEXT NOT NULL
+)
+"""
+
+
+class HistoryEntry(BaseModel):
+    id: str
+    created: float
+    method: str
+    encoder: str | None
+    seed: int
+    parameters: dict[str, Any]
+    timings: dict[str, float]
+    notes: list[str]
+    output: Path
+
+    @property
+    def label(self) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.created))
+        return f"{stamp} · {self.method} · {self.encoder or '-'} · seed {self.seed}"
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.results = self.root / "results"
+        self.inputs = self.root / "inputs"
+        for folder in (self.results, self.inputs):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "history.sqlite"
+        with self._connect() as db:
+            db.execute(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.db_path, timeout=30)
+
+    def keep_input(self, path: str | Path) -> Path:
+        """Copy an input file into the store (once per content) and return the stored path."""
+        path = Path(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+        stored = self.inputs / f"{digest}{path.suffix.lower() or '.img'}"
+        if not stored.exists():
+            shutil.copyfile(path, stored)
+        return stored
+
+    def add(self, result: StyleResult) -> HistoryEntry:
+        entry_id = uuid.uuid4().hex[:12]
+        output = result.save(self.results / f"{entry_id}.png")
+        entry = HistoryEntry(
+            id=entry_id, created=result.created, method=result.method, encoder=result.encoder, seed=result.seed,
+            parameters=result.parameters, timings=result.timings, notes=result.notes, output=output,
+        )
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (entry.id, entry.created, entry.method, entry.encoder, entry.seed, json.dumps(entry.parameters),
+                 json.dumps(entry.timings), json.dumps(entry.notes), str(output.relative_to(self.root))),
+            )
+        return entry
+
+    def _entry(self, row: tuple) -> HistoryEntry:
+        entry_id, created, method, encoder, seed, parameters, timings, notes, output = row
+        return HistoryEntry(id=entry_id, created=created, method=method, encoder=encoder, seed=seed,
+                            parameters=json.loads(parameters), timings=json.loads(timings), notes=json.loads(notes),
+                            output=self.root / output)
+
+    def list(self, limit: int = 100) -> list[HistoryEntry]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM results ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        return [self._entry(row) for row in rows if (self.root / row[-1]).exists()]
+
+    def get(self, entry_id: str) -> HistoryEntry | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM results WHERE id = ?", (entry_id,)).fetchone()
+        return self._entry(row) if row else None

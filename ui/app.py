@@ -1,0 +1,257 @@
+"""The Gradio Blocks app: Image style, Texture, History and Models tabs over one executor and one result store.
+
+Every heavy event shares the concurrency id "gpu" with a limit of `settings.gpu_slots`, so jobs queue for the
+device instead of fighting over it. Errors from the core reach the person as their message (`gr.Error`), never as a
+stack trace, and the server keeps serving.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+
+from nstdiff.errors import Cancelled, NstdiffError
+from nstdiff.executor import CancelToken, Executor, InProcessExecutor
+from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, StyleResult
+from nstdiff.settings import Settings, get_settings
+from nstdiff.store import HistoryEntry, Store
+from ui.forms import bounds, image_request, painted_mask
+
+log = logging.getLogger(__name__)
+EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
+GPU = {"concurrency_id": "gpu"}
+ENCODERS = ["auto", "vgg19", "vgg16", "random"]
+
+
+class Jobs:
+    """One cancel token per browser session: the Cancel button stops that session's running job."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, CancelToken] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: str) -> CancelToken:
+        with self._lock:
+            token = self._tokens[session] = CancelToken()
+        return token
+
+    def cancel(self, session: str) -> bool:
+        with self._lock:
+            token = self._tokens.get(session)
+        if token is None:
+            return False
+        token.cancel()
+        return True
+
+
+def progress_reporter(progress: gr.Progress) -> Callable[[ProgressEvent], None]:
+    def report(event: ProgressEvent) -> None:
+        if event.stage == "message" or not event.total:
+            progress(0, desc=event.message)
+            return
+        loss = event.losses.get("total")
+        desc = f"step {event.step}/{event.total}" + (f" · loss {loss:.4g}" if loss is not None else "")
+        progress((event.step, event.total), desc=desc, unit="steps")
+
+    return report
+
+
+def describe(result: StyleResult | HistoryEntry) -> str:
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    notes = "".join(f"\n- {note}" for note in result.notes)
+    return f"**{result.method}** · encoder **{result.encoder}** · seed **{result.seed}** · {timings}{notes}"
+
+
+class App:
+    def __init__(self, executor: Executor | None = None, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self.executor = executor or InProcessExecutor(self.settings)
+        self.store = Store(self.settings.outputs_dir)
+        self.jobs = Jobs()
+
+    # -- handlers --------------------------------------------------------------------------------------------
+
+    def run(self, request: ImageStyleRequest, session: str, progress: gr.Progress) -> tuple[str, str]:
+        token = self.jobs.start(session)
+        stored = request.model_copy(update={
+            "content": self.store.keep_input(request.content) if request.content else None,
+            "styles": [s.model_copy(update={"image": self.store.keep_input(s.image)}) for s in request.styles],
+            "controls": request.controls.model_copy(update={
+                "mask": self.store.keep_input(request.controls.mask) if request.controls.mask else None}),
+        })
+        try:
+            result = self.executor.run(stored, progress=progress_reporter(progress), cancel=token)
+        except Cancelled as exc:
+            raise gr.Error(f"Cancelled at step {exc.step} of {exc.total}; nothing was saved.", title="Cancelled")
+        except NstdiffError as exc:
+            raise gr.Error(str(exc), title="Cannot run this")
+        except Exception as exc:  # the person gets a message, the log gets the trace, the server keeps serving
+            log.exception("job failed")
+            raise gr.Error(f"Internal error ({type(exc).__name__}: {exc}); see the server log.")
+        entry = self.store.add(result)
+        return str(entry.output), describe(result)
+
+    def stylize(self, content, styles, weights, method, strength, preserve_color, style_scale, size, steps, seed,
+                encoder, mask_file, mask_paint, request: gr.Request, progress=gr.Progress()):
+        with tempfile.TemporaryDirectory() as tmp:
+            mask = mask_file or painted_mask(mask_paint, Path(tmp))
+            try:
+                job = image_request(method=method, content=content, styles=[_path(s) for s in styles or []],
+                                    weights=weights, size=size, steps=steps, seed=seed, encoder=encoder,
+                                    strength=strength, preserve_color=preserve_color, style_scale=style_scale,
+                                    mask=mask)
+            except NstdiffError as exc:
+                raise gr.Error(str(exc), title="Check the inputs")
+            return self.run(job, request.session_hash, progress)
+
+    def texture(self, styles, size, steps, seed, encoder, request: gr.Request, progress=gr.Progress()):
+        try:
+            job = image_request(method="gram", content=None, styles=[_path(s) for s in styles or []], weights=None,
+                                size=size, steps=steps, seed=seed, encoder=encoder, strength=1.0,
+                                preserve_color="none", style_scale=1.0)
+        except NstdiffError as exc:
+            raise gr.Error(str(exc), title="Check the inputs")
+        return self.run(job, request.session_hash, progress)
+
+    def cancel(self, request: gr.Request) -> str:
+        return "Cancelling…" if self.jobs.cancel(request.session_hash) else "Nothing is running."
+
+    def history(self) -> list[tuple[str, str]]:
+        return [(str(entry.output), entry.label) for entry in self.store.list()]
+
+    def select_history(self, event: gr.SelectData) -> tuple[str, dict[str, Any]]:
+        entries = self.store.list()
+        index = event.index
+        if not 0 <= index < len(entries):
+            raise gr.Error("That history entry no longer exists.")
+        entry = entries[index]
+        return entry.id, {"id": entry.id, **entry.parameters, "timings": entry.timings, "notes": entry.notes}
+
+    def reuse(self, entry_id: str):
+        """The Image style form's values from a past result, to run it again or vary it."""
+        entry = self.store.get(entry_id) if entry_id else None
+        if entry is None:
+            raise gr.Error("Pick a result in the gallery first.")
+        p = entry.parameters
+        controls = p["controls"]
+        return (p["content"], [s["image"] for s in p["styles"]], ", ".join(str(s["weight"]) for s in p["styles"]),
+                p["method"], controls["strength"], controls["preserve_color"], controls["style_scale"], p["size"],
+                p["steps"] or 0, p["seed"], p["encoder"], controls["mask"])
+
+    def models_table(self) -> list[list[str]]:
+        return [[m.name, "ready" if m.ready else "missing", str(m.path), m.description]
+                for m in self.executor.models()]
+
+    def fetch(self, name: str, progress=gr.Progress()):
+        lines: list[str] = []
+
+        def message(text: str) -> None:
+            lines.append(text)
+            progress(0, desc=text)
+
+        try:
+            self.executor.fetch_model(name, message=message)
+        except NstdiffError as exc:
+            raise gr.Error(str(exc), title=f"Could not fetch {name}")
+        return self.models_table(), "\n".join(lines)
+
+    # -- layout ------------------------------------------------------------------------------------------------
+
+    def build(self) -> gr.Blocks:
+        image_methods = [m for m in self.executor.methods() if m.modality == "image"]
+        with gr.Blocks(title="nstdiff") as demo:
+            gr.Markdown("# nstdiff\nRestyle a photo with a painting, or grow a texture from one.")
+            with gr.Tab("Image style", id="image"):
+                with gr.Row():
+                    with gr.Column():
+                        content = gr.Image(type="filepath", label="Content photo", elem_id="content")
+                        styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)",
+                                         elem_id="styles")
+                        weights = gr.Textbox(label="Blend weights", placeholder="e.g. 0.7, 0.3 (empty: equal)",
+                                             elem_id="weights")
+                        method = gr.Dropdown([(m.title, m.name) for m in image_methods], value=image_methods[0].name,
+                                             label="Method", elem_id="method")
+                        strength = gr.Slider(label="Strength", step=0.05, **bounds(Controls, "strength"),
+                                             elem_id="strength")
+                        preserve = gr.Radio([c.value for c in PreserveColor], value="none",
+                                            label="Preserve colour", info=Controls.model_fields["preserve_color"].description)
+                        style_scale = gr.Slider(label="Style scale", step=0.05, **bounds(Controls, "style_scale"))
+                        with gr.Row():
+                            size = gr.Slider(label="Size (longest side, px)", step=16, **{
+                                **bounds(ImageStyleRequest, "size"), "value": 512,
+                                "maximum": self.settings.max_output_side}, elem_id="size")
+                            steps = gr.Number(label="Steps (0 = method default)", value=0, precision=0,
+                                              minimum=0, maximum=10_000, elem_id="steps")
+                            seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1,
+                                             elem_id="seed")
+                        encoder = gr.Dropdown(ENCODERS, value=self.settings.default_encoder, label="Encoder")
+                        with gr.Accordion("Region mask", open=False):
+                            gr.Markdown("White = style 1, red = style 2, green = style 3 …, black = leave untouched.")
+                            mask_file = gr.Image(type="filepath", label="Upload a mask", elem_id="mask")
+                            mask_paint = gr.ImageEditor(label="…or paint one over the photo", type="numpy",
+                                                        brush=gr.Brush(colors=["#ffffff", "#ff0000", "#00ff00",
+                                                                               "#0000ff", "#000000"],
+                                                                       color_mode="fixed"))
+                        with gr.Row():
+                            run = gr.Button("Stylize", variant="primary", elem_id="stylize")
+                            stop = gr.Button("Cancel", elem_id="cancel")
+                    with gr.Column():
+                        output = gr.Image(label="Result", format="png", type="filepath", interactive=False,
+                                          elem_id="result")
+                        info = gr.Markdown(elem_id="result-info")
+                        status = gr.Markdown()
+                content.change(lambda path: path, content, mask_paint, show_progress="hidden", queue=False)
+                gr.Examples([[str(EXAMPLES / "photo.jpg"), [str(EXAMPLES / "painting.jpg")]]], [content, styles],
+                            cache_examples=False, label="Try the bundled example")
+
+            with gr.Tab("Texture", id="texture"):
+                with gr.Row():
+                    with gr.Column():
+                        t_styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)")
+                        t_size = gr.Slider(label="Size (px)", step=16, minimum=64, maximum=self.settings.max_output_side,
+                                           value=256)
+                        t_steps = gr.Number(label="Steps (0 = default)", value=0, precision=0, minimum=0)
+                        t_seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1)
+                        t_encoder = gr.Dropdown(ENCODERS, value=self.settings.default_encoder, label="Encoder")
+                        t_run = gr.Button("Synthesise", variant="primary")
+                    with gr.Column():
+                        t_output = gr.Image(label="Texture", format="png", type="filepath", interactive=False)
+                        t_info = gr.Markdown()
+
+            with gr.Tab("History", id="history") as history_tab:
+                gallery = gr.Gallery(label="Past results", format="png", columns=4, allow_preview=True,
+                                     elem_id="history")
+                selected = gr.Textbox(visible=False)
+                params = gr.JSON(label="Parameters")
+                reuse = gr.Button("Use these settings in Image style")
+
+            with gr.Tab("Models", id="models") as models_tab:
+                table = gr.Dataframe(headers=["name", "status", "path", "description"], interactive=False)
+                with gr.Row():
+                    model_name = gr.Dropdown([m.name for m in self.executor.models()], label="Model")
+                    fetch = gr.Button("Fetch")
+                fetch_log = gr.Textbox(label="Fetch log", lines=3)
+
+            form = [content, styles, weights, method, strength, preserve, style_scale, size, steps, seed, encoder]
+            limit = {"concurrency_limit": self.settings.gpu_slots, **GPU}
+            job = run.click(self.stylize, [*form, mask_file, mask_paint], [output, info], api_name="stylize", **limit)
+            job.then(self.history, None, gallery, api_name=False)
+            stop.click(self.cancel, None, status, api_name="cancel", queue=False)
+            t_job = t_run.click(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
+                                api_name="texture", **limit)
+            t_job.then(self.history, None, gallery, api_name=False)
+            history_tab.select(self.history, None, gallery, api_name="history")
+            gallery.select(self.select_history, None, [selected, params], api_name=False)
+            reuse.click(self.reuse, selected, [*form, mask_file], api_name="reuse")
+            models_tab.select(self.models_table, None, table, api_name="models")
+            fetch.click(self.fetch, model_name, [table, fetch_log], api_name="fetch_model", **limit)
+            demo.load(self.history, None, gallery, api_name=False)
+        return demo
+
+
+def _path(file: Any) -> str:
+    return file if isinstance(file, str) else getattr(file, "name", str(file))

@@ -1,0 +1,78 @@
+"""Turning form values into typed requests, and typed models into widget settings. No Gradio, no torch: testable."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import annotated_types
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+
+from nstdiff.errors import InputError
+from nstdiff.registry import format_validation_error
+from nstdiff.schema import Controls, ImageStyleRequest
+
+
+def bounds(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """minimum/maximum/value/info for a slider, read from a field's constraints and description."""
+    info = model.model_fields[name]
+    out: dict[str, Any] = {"value": info.default, "info": info.description or None}
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            out["minimum"] = item.ge
+        elif isinstance(item, annotated_types.Le):
+            out["maximum"] = item.le
+    return out
+
+
+def parse_weights(text: str | None, count: int) -> list[float]:
+    if not text or not text.strip():
+        return [1.0] * count
+    try:
+        weights = [float(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"blend weights '{text}' should be numbers separated by commas, like 0.7, 0.3") from None
+    if len(weights) != count:
+        raise InputError(f"{len(weights)} blend weights for {count} style images; give one per style image")
+    return weights
+
+
+def painted_mask(editor_value: dict | None, tmp_dir: Path) -> Path | None:
+    """The mask painted in the image editor, as a PNG: unpainted pixels belong to style 1 (white)."""
+    if not editor_value or not editor_value.get("layers"):
+        return None
+    layers = [np.asarray(layer) for layer in editor_value["layers"] if layer is not None]
+    if not layers or all(layer.shape[-1] == 4 and not layer[..., 3].any() for layer in layers):
+        return None
+    height, width = layers[0].shape[:2]
+    mask = np.full((height, width, 3), 255, np.uint8)
+    for layer in layers:
+        if layer.shape[-1] == 4:
+            painted = layer[..., 3] > 127
+            mask[painted] = layer[..., :3][painted]
+    path = tmp_dir / "painted_mask.png"
+    Image.fromarray(mask).save(path)
+    return path
+
+
+def image_request(
+    *, method: str, content: str | None, styles: list[str], weights: str | None, size: int, steps: int | None,
+    seed: int | None, encoder: str, strength: float, preserve_color: str, style_scale: float,
+    mask: str | Path | None = None,
+) -> ImageStyleRequest:
+    """Build and validate a request from form values; a bad value raises `InputError` naming the field."""
+    if not styles:
+        raise InputError("add at least one style image")
+    blend = parse_weights(weights, len(styles))
+    controls: dict[str, Any] = {"strength": strength, "style_scale": style_scale}
+    if content:
+        controls.update(preserve_color=preserve_color, mask=mask)
+    try:
+        return ImageStyleRequest(
+            method=method, content=content or None, size=int(size), steps=int(steps) if steps else None,
+            seed=int(seed) if seed is not None and seed >= 0 else None, encoder=encoder,
+            styles=[{"image": s, "weight": w} for s, w in zip(styles, blend)], controls=Controls(**controls),
+        )
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc)) from None
