@@ -98,9 +98,9 @@ class App:
     def stylize(self, content, styles, weights, method, strength, preserve_color, style_scale, size, steps, seed,
                 encoder, mask_file, mask_paint, request: gr.Request, progress=gr.Progress()):
         with tempfile.TemporaryDirectory() as tmp:
-            mask = mask_file or painted_mask(mask_paint, Path(tmp))
+            mask = _path(mask_file) if mask_file else painted_mask(mask_paint, Path(tmp))
             try:
-                job = image_request(method=method, content=content, styles=[_path(s) for s in styles or []],
+                job = image_request(method=method, content=_path(content) if content else None, styles=[_path(s) for s in styles or []],
                                     weights=weights, size=size, steps=steps, seed=seed, encoder=encoder,
                                     strength=strength, preserve_color=preserve_color, style_scale=style_scale,
                                     mask=mask)
@@ -168,7 +168,9 @@ class App:
             with gr.Tab("Image style", id="image"):
                 with gr.Row():
                     with gr.Column():
-                        content = gr.Image(type="filepath", label="Content photo", elem_id="content")
+                        # gr.File, not gr.Image: our loader, not Gradio's, judges the upload and explains a bad one
+                        content = gr.File(file_types=["image"], label="Content photo", elem_id="content")
+                        preview = gr.Image(label="Content preview", interactive=False, height=200)
                         styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)",
                                          elem_id="styles")
                         weights = gr.Textbox(label="Blend weights", placeholder="e.g. 0.7, 0.3 (empty: equal)",
@@ -191,7 +193,7 @@ class App:
                         encoder = gr.Dropdown(ENCODERS, value=self.settings.default_encoder, label="Encoder")
                         with gr.Accordion("Region mask", open=False):
                             gr.Markdown("White = style 1, red = style 2, green = style 3 …, black = leave untouched.")
-                            mask_file = gr.Image(type="filepath", label="Upload a mask", elem_id="mask")
+                            mask_file = gr.File(file_types=["image"], label="Upload a mask", elem_id="mask")
                             mask_paint = gr.ImageEditor(label="…or paint one over the photo", type="numpy",
                                                         brush=gr.Brush(colors=["#ffffff", "#ff0000", "#00ff00",
                                                                                "#0000ff", "#000000"],
@@ -204,7 +206,8 @@ class App:
                                           elem_id="result")
                         info = gr.Markdown(elem_id="result-info")
                         status = gr.Markdown()
-                content.change(lambda path: path, content, mask_paint, show_progress="hidden", queue=False)
+                content.change(lambda f: (_path(f), _path(f)) if f else (None, None), content, [preview, mask_paint],
+                               show_progress="hidden", queue=False, api_name=False)
                 gr.Examples([[str(EXAMPLES / "photo.jpg"), [str(EXAMPLES / "painting.jpg")]]], [content, styles],
                             cache_examples=False, label="Try the bundled example")
 

@@ -1,0 +1,130 @@
+"""The web app, driven through its real HTTP API with gradio_client (random encoder, tiny sizes)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from nstdiff.settings import Settings
+from tests.servers import RunningServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("outputs")
+
+
+@pytest.fixture(scope="module")
+def app_settings(outputs, tmp_path_factory) -> Settings:
+    return Settings(outputs_dir=outputs, cache_dir=tmp_path_factory.mktemp("cache"), device="cpu",
+                    allow_downloads=False, default_encoder="random")
+
+
+@pytest.fixture(scope="module")
+def server(app_settings):
+    running = RunningServer(app_settings)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server.url, verbose=False)
+
+
+def stylize_args(images, steps=5, size=32, content=None):
+    return dict(content=handle_file(str(content or images["content"])), styles=[handle_file(str(images["red"]))],
+                weights="", method="gram", strength=0.8, preserve_color="none", style_scale=1.0, size=size,
+                steps=steps, seed=3, encoder="random", mask_file=None, mask_paint=None)
+
+
+def test_health(server):
+    with urllib.request.urlopen(server.url + "healthz") as response:
+        body = response.read().decode()
+    assert '"status":"ok"' in body and '"vgg16":false' in body
+
+
+def test_stylize_returns_a_png_of_the_requested_size(client, images):
+    path, info = client.predict(**stylize_args(images, size=40), api_name="/stylize")
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size == (40, 33)
+    assert "encoder **random**" in info and "seed **3**" in info
+
+
+def test_progress_arrives_and_cancel_stops_the_job(client, images):
+    job = client.submit(**stylize_args(images, steps=5000), api_name="/stylize")
+    progress = None
+    deadline = time.time() + 120
+    while time.time() < deadline and not progress:
+        status = job.status()
+        if status.progress_data:
+            progress = status.progress_data[0]
+        time.sleep(0.1)
+    assert progress is not None and progress.length == 5000 and "step" in (progress.desc or "")
+    assert client.predict(api_name="/cancel") == "Cancelling…"
+    with pytest.raises(Exception, match="Cancelled at step"):
+        job.result(timeout=60)
+
+
+def test_a_corrupt_upload_gets_a_clear_error_and_the_server_keeps_serving(client, images, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(Exception, match="content image .* (not a readable image|damaged)"):
+        client.predict(**stylize_args(images, content=broken), api_name="/stylize")
+    path, _ = client.predict(**stylize_args(images), api_name="/stylize")
+    assert Image.open(path).size == (32, 27)
+
+
+def test_bad_numbers_name_the_field(client, images):
+    args = stylize_args(images)
+    args["weights"] = "0.5, 0.5"
+    with pytest.raises(Exception, match="2 blend weights for 1 style images"):
+        client.predict(**args, api_name="/stylize")
+
+
+def test_texture_tab(client, images):
+    path, info = client.predict(styles=[handle_file(str(images["red"]))], size=64, steps=3, seed=1,
+                                encoder="random", api_name="/texture")
+    assert Image.open(path).size == (64, 64)
+
+
+def test_history_survives_a_restart_and_reloads_parameters(client, images, app_settings):
+    client.predict(**stylize_args(images, steps=4), api_name="/stylize")
+    restarted = RunningServer(app_settings)
+    try:
+        fresh = Client(restarted.url, verbose=False)
+        gallery = fresh.predict(api_name="/history")
+        assert len(gallery) >= 1 and "gram · random · seed 3" in gallery[0]["caption"]
+    finally:
+        restarted.stop()
+    from nstdiff.store import Store
+
+    latest = Store(app_settings.outputs_dir).list()[0]
+    reused = client.predict(latest.id, api_name="/reuse")
+    assert reused[3] == "gram" and reused[9] == 3 and reused[10] == "random"
+
+
+def test_models_panel_and_fetch_refused_offline(client):
+    table = client.predict(api_name="/models")
+    assert {row[0]: row[1] for row in table["data"]} == {"vgg16": "missing", "vgg19": "missing"}
+    with pytest.raises(Exception, match="downloads are disabled"):
+        client.predict("vgg16", api_name="/fetch_model")
+
+
+def test_ui_never_imports_torch():
+    for path in (REPO / "ui").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(str(m).split(".")[0] == "torch" for m in names | modules), path
+    check = "import sys, ui.app, ui.server; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True).stdout.strip() == "False"
