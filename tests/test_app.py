@@ -8,6 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -128,3 +129,35 @@ def test_ui_never_imports_torch():
         assert not any(str(m).split(".")[0] == "torch" for m in names | modules), path
     check = "import sys, ui.app, ui.server; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_auth_and_a_full_queue(images, tmp_path):
+    settings = Settings(outputs_dir=tmp_path / "out", cache_dir=tmp_path / "cache", device="cpu",
+                        allow_downloads=False, default_encoder="random", queue_max_size=1)
+    server = RunningServer(settings, auth=("ada", "secret"))
+    try:
+        with pytest.raises(Exception):
+            Client(server.url, verbose=False)  # no credentials: refused
+        client = Client(server.url, auth=("ada", "secret"), verbose=False)
+        running = client.submit(**stylize_args(images, steps=5000), api_name="/stylize")
+        deadline = time.time() + 60
+        while not running.status().progress_data and time.time() < deadline:
+            time.sleep(0.1)
+        # one place in the queue behind the running job: of two more requests, one waits and one is refused
+        extra = [client.submit(**stylize_args(images, steps=3), api_name="/stylize") for _ in range(2)]
+        time.sleep(1)
+        # Cancel skips the queue (queue=False), so it works when the queue is full, as the browser's button does
+        response = httpx.post(f"{server.url}gradio_api/api/cancel/", cookies=client.cookies,
+                              json={"data": [], "session_hash": client.session_hash})
+        assert response.json()["data"] == ["Cancelling…"]
+        with pytest.raises(Exception, match="Cancelled"):
+            running.result(timeout=60)
+        outcomes = []
+        for job in extra:
+            try:
+                outcomes.append(Image.open(job.result(timeout=120)[0]).size)
+            except Exception as exc:
+                outcomes.append(str(exc))
+        assert sorted(map(str, outcomes)) == ["(32, 27)", "Queue is full! Please try again."]
+    finally:
+        server.stop()
