@@ -126,7 +126,13 @@ class GramMethod(ImageMethod):
         image = self._initial_image(job, options, sizes[0], generator, context)
         losses: dict[str, float] = {}
         for (height, width), level_step_count in zip(sizes, steps):
+            coarse_size = image.shape[-2:]
             image = resize(image, height, width).detach()
+            if job.content is not None and tuple(coarse_size) != (height, width) and options.init != "noise":
+                # Laplacian-pyramid step: the upsampled result lacks the content's fine detail; add it back so
+                # the finer level refines strokes instead of spending its (expensive) steps re-drawing edges
+                content_level = resize(job.content, height, width)
+                image = image + content_level - resize(resize(content_level, *coarse_size), height, width)
             factor = height / job.height
             content_loss = None
             if job.content is not None and content_weight > 0:
