@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import types
@@ -73,13 +72,16 @@ def _common_image_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", action="append", required=True, type=Path, help="style image (repeat for several)")
     parser.add_argument("--style-weights", type=_weights, help="blend weights, one per --style, e.g. 0.7,0.3")
     parser.add_argument("--method", default="gram", help="method name (see `nstdiff methods`)")
-    parser.add_argument("--size", type=int, default=512, help="longest side of the output in pixels")
+    parser.add_argument("--size", type=int, default=ImageStyleRequest.model_fields["size"].default,
+                        help=ImageStyleRequest.model_fields["size"].description)
     parser.add_argument("--steps", type=int, help="optimisation steps (default: the method's)")
     parser.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
-    parser.add_argument("--encoder", default=None, help="auto, vgg19, vgg16 or random (default: settings)")
+    parser.add_argument("--encoder", default="auto", help="auto (settings' default_encoder, else best ready), vgg19, "
+                        "vgg16 or random")
     parser.add_argument("--strength", type=float, default=Controls.model_fields["strength"].default,
                         help=_field_help(Controls, "strength"))
-    parser.add_argument("--style-scale", type=float, default=1.0, help=_field_help(Controls, "style_scale"))
+    parser.add_argument("--style-scale", type=float, default=Controls.model_fields["style_scale"].default,
+                        help=_field_help(Controls, "style_scale"))
     parser.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -159,8 +161,6 @@ def _progress_printer(quiet: bool):
 
 
 def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyleRequest:
-    from nstdiff.settings import get_settings
-
     weights = args.style_weights or [1.0] * len(args.style)
     if len(weights) != len(args.style):
         raise InputError(f"--style-weights has {len(weights)} values for {len(args.style)} styles; give one each")
@@ -175,7 +175,7 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
         size=args.size,
         steps=args.steps,
         seed=args.seed,
-        encoder=args.encoder or get_settings().default_encoder,
+        encoder=args.encoder,
         controls=controls,
         options=options,
     )

@@ -51,8 +51,10 @@ def pick_device(setting: str) -> "torch.device":
         device = torch.device(setting)
     except RuntimeError:
         raise InputError(f"unknown device '{setting}'; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device '{setting}' was asked for but no CUDA GPU is visible; use NSTDIFF_DEVICE=cpu")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"device '{setting}' was asked for but no such CUDA GPU is visible; use NSTDIFF_DEVICE=cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError(f"device '{setting}' was asked for but MPS is not available; use NSTDIFF_DEVICE=cpu")
     return device
 
 
@@ -122,7 +124,7 @@ class InProcessExecutor:
 
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
         settings = self.settings or get_settings()
-        method = get_method(request.method)
+        method = get_method(request.get("method", "gram") if isinstance(request, dict) else request.method)
         if not isinstance(request, method.request_model):
             try:
                 request = method.request_model.model_validate(

@@ -64,7 +64,7 @@ class Controls(Frozen):
             return None
         from nstdiff.controls.masks import parse_hex
 
-        return [parse_hex(c) and c.lower() for c in colors]
+        return ["#%02x%02x%02x" % parse_hex(c) for c in colors]  # one spelling, so duplicates are caught
 
 
 class ImageStyleRequest(Frozen):

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's choice.")
     server_host: str = Field("127.0.0.1", description="Address the app binds to; loopback unless you mean it.")
     server_port: int = Field(7860, ge=1, le=65535)
-    gpu_slots: int = Field(1, ge=1, le=64, description="Jobs run at once (one per device).")
+    gpu_slots: int = Field(1, ge=1, le=64, description="Jobs the app runs at once on the device.")
     queue_max_size: int = Field(16, ge=1, le=10_000, description="Waiting jobs beyond this are refused.")
     max_upload_mb: int = Field(64, ge=1, le=4096, description="Largest file the app accepts.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

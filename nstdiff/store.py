@@ -48,7 +48,7 @@ class HistoryEntry(BaseModel):
     @property
     def label(self) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.created))
-        return f"{stamp} · {self.method} · {self.encoder or '-'} · seed {self.seed}"
+        return f"{stamp} · {self.method} · {self.encoder or '-'} · seed {self.seed} · #{self.id}"
 
 
 class Store:
@@ -74,12 +74,30 @@ class Store:
             shutil.copyfile(path, stored)
         return stored
 
+    def _keep_inputs(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """The parameters with every input image path replaced by its kept copy."""
+        def keep(value):
+            return str(self.keep_input(value)) if value and Path(value).is_file() else value
+
+        kept = json.loads(json.dumps(parameters))
+        kept["content"] = keep(kept.get("content"))
+        for style in kept.get("styles", []):
+            style["image"] = keep(style["image"])
+        controls = kept.get("controls") or {}
+        controls["mask"] = keep(controls.get("mask"))
+        options = kept.get("options") or {}
+        if "init_image" in options:
+            options["init_image"] = keep(options["init_image"])
+        return kept
+
     def add(self, result: StyleResult) -> HistoryEntry:
+        """Save the result's PNG and the inputs it was made from, and index it."""
         entry_id = uuid.uuid4().hex[:12]
+        parameters = self._keep_inputs(result.parameters)
         output = result.save(self.results / f"{entry_id}.png")
         entry = HistoryEntry(
             id=entry_id, created=result.created, method=result.method, encoder=result.encoder, seed=result.seed,
-            parameters=result.parameters, timings=result.timings, notes=result.notes, output=output,
+            parameters=parameters, timings=result.timings, notes=result.notes, output=output,
         )
         with self._connect() as db:
             db.execute(

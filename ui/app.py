@@ -28,16 +28,25 @@ ENCODERS = ["auto", "vgg19", "vgg16", "random"]
 
 
 class Jobs:
-    """One cancel token per browser session: the Cancel button stops that session's running job."""
+    """One cancel token per browser session, made when the job is submitted (so Cancel also works while it waits in
+    the queue) and dropped when it ends (so Cancel never hits a finished job)."""
 
     def __init__(self) -> None:
         self._tokens: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
 
-    def start(self, session: str) -> CancelToken:
+    def submit(self, session: str) -> None:
         with self._lock:
-            token = self._tokens[session] = CancelToken()
-        return token
+            self._tokens[session] = CancelToken()
+
+    def token(self, session: str) -> CancelToken:
+        with self._lock:
+            return self._tokens.setdefault(session, CancelToken())  # API clients skip `submit`
+
+    def finish(self, session: str, token: CancelToken) -> None:
+        with self._lock:
+            if self._tokens.get(session) is token:
+                del self._tokens[session]
 
     def cancel(self, session: str) -> bool:
         with self._lock:
@@ -76,15 +85,12 @@ class App:
     # -- handlers --------------------------------------------------------------------------------------------
 
     def run(self, request: ImageStyleRequest, session: str, progress: gr.Progress) -> tuple[str, str]:
-        token = self.jobs.start(session)
-        stored = request.model_copy(update={
-            "content": self.store.keep_input(request.content) if request.content else None,
-            "styles": [s.model_copy(update={"image": self.store.keep_input(s.image)}) for s in request.styles],
-            "controls": request.controls.model_copy(update={
-                "mask": self.store.keep_input(request.controls.mask) if request.controls.mask else None}),
-        })
+        token = self.jobs.token(session)
         try:
-            result = self.executor.run(stored, progress=progress_reporter(progress), cancel=token)
+            if token.cancelled:
+                raise Cancelled(0, request.steps or 0)
+            result = self.executor.run(request, progress=progress_reporter(progress), cancel=token)
+            entry = self.store.add(result)  # inputs are kept only now, for a result that exists
         except Cancelled as exc:
             raise gr.Error(f"Cancelled at step {exc.step} of {exc.total}; nothing was saved.", title="Cancelled")
         except NstdiffError as exc:
@@ -92,7 +98,8 @@ class App:
         except Exception as exc:  # the person gets a message, the log gets the trace, the server keeps serving
             log.exception("job failed")
             raise gr.Error(f"Internal error ({type(exc).__name__}: {exc}); see the server log.")
-        entry = self.store.add(result)
+        finally:
+            self.jobs.finish(session, token)
         return str(entry.output), describe(result)
 
     def stylize(self, content, styles, weights, method, strength, preserve_color, style_scale, size, steps, seed,
@@ -117,6 +124,9 @@ class App:
             raise gr.Error(str(exc), title="Check the inputs")
         return self.run(job, request.session_hash, progress)
 
+    def submit(self, request: gr.Request) -> None:
+        self.jobs.submit(request.session_hash)
+
     def cancel(self, request: gr.Request) -> str:
         return "Cancelling…" if self.jobs.cancel(request.session_hash) else "Nothing is running."
 
@@ -124,11 +134,11 @@ class App:
         return [(str(entry.output), entry.label) for entry in self.store.list()]
 
     def select_history(self, event: gr.SelectData) -> tuple[str, dict[str, Any]]:
-        entries = self.store.list()
-        index = event.index
-        if not 0 <= index < len(entries):
+        # by the id in the caption, not the position: other sessions' results shift positions
+        caption = (event.value or {}).get("caption") or ""
+        entry = self.store.get(caption.rsplit("#", 1)[-1])
+        if entry is None:
             raise gr.Error("That history entry no longer exists.")
-        entry = entries[index]
         return entry.id, {"id": entry.id, **entry.parameters, "timings": entry.timings, "notes": entry.notes}
 
     def reuse(self, entry_id: str):
@@ -241,10 +251,12 @@ class App:
 
             form = [content, styles, weights, method, strength, preserve, style_scale, size, steps, seed, encoder]
             limit = {"concurrency_limit": self.settings.gpu_slots, **GPU}
-            job = run.click(self.stylize, [*form, mask_file, mask_paint], [output, info], api_name="stylize", **limit)
+            submitted = run.click(self.submit, None, None, queue=False, api_name=False)
+            job = submitted.then(self.stylize, [*form, mask_file, mask_paint], [output, info], api_name="stylize", **limit)
             job.then(self.history, None, gallery, api_name=False)
             stop.click(self.cancel, None, status, api_name="cancel", queue=False)
-            t_job = t_run.click(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
+            t_submitted = t_run.click(self.submit, None, None, queue=False, api_name=False)
+            t_job = t_submitted.then(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
                                 api_name="texture", **limit)
             t_job.then(self.history, None, gallery, api_name=False)
             history_tab.select(self.history, None, gallery, api_name="history")

@@ -17,6 +17,7 @@ from nstdiff.schema import PreserveColor
 _RGB_TO_YIQ = torch.tensor(
     [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
 )
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
 def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
@@ -24,7 +25,7 @@ def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
 
 
 def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(_RGB_TO_YIQ).to(image), image)
+    return torch.einsum("ij,njhw->nihw", _YIQ_TO_RGB.to(image), image)
 
 
 def luminance(image: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,7 @@ def _sqrtm(matrix: torch.Tensor, inverse: bool = False) -> torch.Tensor:
 def match_color_statistics(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Recolour `source` so its RGB mean and covariance equal `target`'s (linear, per image)."""
     def stats(image):
-        pixels = image.flatten(2)[0].double()  # (3, HW)
+        pixels = image.detach().flatten(2)[0].cpu().double()  # (3, HW); float64 eigh is CPU-only on some devices
         mean = pixels.mean(1, keepdim=True)
         centred = pixels - mean
         cov = centred @ centred.T / centred.shape[1] + 1e-5 * torch.eye(3, dtype=pixels.dtype)
@@ -61,7 +62,7 @@ def match_color_statistics(source: torch.Tensor, target: torch.Tensor) -> torch.
     _, mean_t, cov_t = stats(target)
     transform = _sqrtm(cov_t) @ _sqrtm(cov_s, inverse=True)
     out = transform @ (pixels - mean_s) + mean_t
-    return out.view_as(source[0]).unsqueeze(0).to(source.dtype).clamp(0, 1)
+    return out.view(source.shape[1:]).unsqueeze(0).to(source).clamp(0, 1)
 
 
 def prepare(mode: PreserveColor, content: torch.Tensor, styles: list[torch.Tensor]):

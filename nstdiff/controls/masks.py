@@ -21,6 +21,7 @@ DEFAULT_COLORS = ("#ffffff", "#ff0000", "#00ff00", "#0000ff", "#ffff00", "#ff00f
 KEEP_COLOR = "#000000"
 SNAP_DISTANCE = 80.0  # RGB distance under which a pixel counts as a palette colour
 MAX_UNKNOWN_FRACTION = 0.01
+CHUNK = 1 << 20
 
 
 def parse_hex(color: str) -> tuple[int, int, int]:
@@ -44,6 +45,19 @@ class RegionMasks:
         return RegionMasks(resize(self.styles), resize(self.keep[None])[0])
 
 
+def _label(pixels: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest palette index of each pixel, and whether it is far from every palette colour."""
+    distances = np.linalg.norm(pixels[:, None, :] - palette[None], axis=2)
+    order = distances.argsort(1)
+    unknown = distances.min(1) > SNAP_DISTANCE
+    if unknown.any():  # a blend of its two nearest colours is an anti-aliased edge, not an unknown colour
+        a, b, p = palette[order[unknown, 0]], palette[order[unknown, 1]], pixels[unknown]
+        t = np.clip(((p - a) * (b - a)).sum(1) / ((b - a) ** 2).sum(1), 0, 1)
+        off_segment = np.linalg.norm(p - (a + t[:, None] * (b - a)), axis=1)
+        unknown[unknown] = off_segment > SNAP_DISTANCE
+    return order[:, 0], unknown
+
+
 def load_region_masks(
     mask: Path | Image.Image, content_size: tuple[int, int], n_styles: int, colors: list[str] | None, settings=None
 ) -> RegionMasks:
@@ -63,18 +77,14 @@ def load_region_masks(
     if len(set(palette_hex)) != len(palette_hex):
         raise InputError(f"mask colours must differ from each other and from black (untouched): {palette_hex}")
     palette = np.array([parse_hex(c) for c in palette_hex], dtype=np.float32)
-    pixels = np.asarray(image, dtype=np.float32).reshape(-1, 3)
-    distances = np.linalg.norm(pixels[:, None, :] - palette[None], axis=2)
-    order = distances.argsort(1)
-    nearest = order[:, 0]
-    unknown = distances.min(1) > SNAP_DISTANCE
-    if unknown.any():  # a blend of its two nearest colours is an anti-aliased edge, not an unknown colour
-        a, b, p = palette[order[unknown, 0]], palette[order[unknown, 1]], pixels[unknown]
-        t = np.clip(((p - a) * (b - a)).sum(1) / ((b - a) ** 2).sum(1), 0, 1)
-        off_segment = np.linalg.norm(p - (a + t[:, None] * (b - a)), axis=1)
-        unknown[unknown] = off_segment > SNAP_DISTANCE
+    pixels = np.asarray(image, dtype=np.uint8).reshape(-1, 3)
+    nearest = np.empty(len(pixels), np.int64)
+    unknown = np.empty(len(pixels), bool)
+    for start in range(0, len(pixels), CHUNK):  # in chunks: pixels × palette distances of a 40 MP mask are GBs
+        end = start + CHUNK
+        nearest[start:end], unknown[start:end] = _label(pixels[start:end].astype(np.float32), palette)
     if unknown.mean() > MAX_UNKNOWN_FRACTION:
-        odd = pixels[unknown].astype(int)
+        odd = pixels[unknown][:100_000].astype(int)
         values, counts = np.unique(odd, axis=0, return_counts=True)
         top = ", ".join("#%02x%02x%02x" % tuple(values[i]) for i in np.argsort(-counts)[:3])
         names = ", ".join(f"style {i + 1} = {c}" for i, c in enumerate(colors))

@@ -101,13 +101,12 @@ class ImageMethod(Method):
             width, height = content_image.size
         else:
             width = height = request.size
-        style_side = max(16, round(request.size * controls.style_scale))
+        style_side = max(16, min(settings.max_output_side, round(request.size * controls.style_scale)))
         styles = [to_tensor(resize_long_side(s, style_side), device) for s in style_images]
         content = to_tensor(content_image, device) if content_image is not None else None
         original_content = content
         if content is not None:
             content, styles = color.prepare(controls.preserve_color, content, styles)
-        torch.manual_seed(context.seed)
         job = ImageJob(
             content=content,
             styles=styles,

