@@ -6,11 +6,13 @@ artifacts/browser/ for a person to look at.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from nstdiff.settings import Settings
+from nstdiff.store import Store
 from tests.servers import RunningServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -46,6 +48,16 @@ def test_stylize_in_the_browser(images, tmp_path):
             assert "random" in page.locator("#result-info").inner_text()
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "stylize.png"), full_page=True)
+            page.locator("#example").click()  # one button: fills the bundled example and runs it
+            store, deadline = Store(settings.outputs_dir), time.time() + 180
+            while len(store.list()) < 2:
+                assert time.time() < deadline, "the example did not finish"
+                time.sleep(0.2)
+            example = store.list()[0]
+            assert example.parameters["size"] == 256
+            page.locator("#result-info").get_by_text(f"seed {example.seed}").wait_for(timeout=30_000)
+            assert "photo" in page.locator("#content").inner_text()  # the bundled photo was filled in
+            page.screenshot(path=str(ARTIFACTS / "example.png"), full_page=True)
             browser.close()
     finally:
         server.stop()

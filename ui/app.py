@@ -218,8 +218,8 @@ class App:
                         status = gr.Markdown()
                 content.change(lambda f: (_path(f), _path(f)) if f else (None, None), content, [preview, mask_paint],
                                show_progress="hidden", queue=False, api_name=False)
-                gr.Examples([[str(EXAMPLES / "photo.jpg"), [str(EXAMPLES / "painting.jpg")]]], [content, styles],
-                            cache_examples=False, label="Try the bundled example")
+                example = gr.Button("Try it: the bundled photo in the style of the bundled painting (256 px)",
+                                    elem_id="example")
 
             with gr.Tab("Texture", id="texture"):
                 with gr.Row():
@@ -255,6 +255,12 @@ class App:
             job = submitted.then(self.stylize, [*form, mask_file, mask_paint], [output, info], api_name="stylize", **limit)
             job.then(self.history, None, gallery, api_name=False)
             stop.click(self.cancel, None, status, api_name="cancel", queue=False)
+            example_job = example.click(
+                lambda: (str(EXAMPLES / "photo.jpg"), [str(EXAMPLES / "painting.jpg")], 256, 0), None,
+                [content, styles, size, steps], queue=False, api_name=False,
+            ).then(self.submit, None, None, queue=False, api_name=False).then(
+                self.stylize, [*form, mask_file, mask_paint], [output, info], api_name=False, **limit)
+            example_job.then(self.history, None, gallery, api_name=False)
             t_submitted = t_run.click(self.submit, None, None, queue=False, api_name=False)
             t_job = t_submitted.then(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
                                 api_name="texture", **limit)
