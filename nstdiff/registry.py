@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODULES = ("nstdiff.methods.gram",)
+BUILTIN_MODULES = ("nstdiff.methods.gram", "nstdiff.methods.adain")
 ENTRY_POINT_GROUP = "nstdiff.methods"
 
 

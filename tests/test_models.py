@@ -7,10 +7,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from nstdiff import ModelFileError, ModelNotFoundError
 from nstdiff.models import fetch_model, list_models, model_status, resolve_model
+from nstdiff.models.weights import save_safetensors
 from nstdiff.models.encoders import BLOCKS, WIDTHS, VGGEncoder, _hed_h5_to_safetensors, choose_encoder, load_encoder
 
 
@@ -82,8 +82,7 @@ def test_a_pickle_is_never_unpickled(tmp_path, monkeypatch):
 
 def test_vgg19_imported_from_safetensors_becomes_the_auto_choice(tmp_path):
     source = VGGEncoder("vgg19", "imagenet")
-    tensors = {f"{n}.{p}": t.contiguous() for n, m in source.layers.items() for p, t in m.named_parameters()}
-    save_file(tensors, str(tmp_path / "mine.safetensors"))
+    save_safetensors(source.layers, tmp_path / "mine.safetensors")
     fetch_model("vgg19", source=tmp_path / "mine.safetensors")
     assert choose_encoder("auto") == ("vgg19", "encoder auto → vgg19 (best one ready)")
     loaded = load_encoder("auto", torch.device("cpu"))
@@ -102,8 +101,7 @@ def test_damaged_weights_are_refused(tmp_path, content):
 def test_weights_of_the_wrong_shape_are_refused(tmp_path):
     small = VGGEncoder("vgg16", "caffe", width_divisor=4)
     path = tmp_path / "small.safetensors"
-    save_file({f"{n}.{p}": t.contiguous() for n, m in small.layers.items() for p, t in m.named_parameters()},
-              str(path))
+    save_safetensors(small.layers, path)
     with pytest.raises(ModelFileError, match=r"conv1_1.weight has shape \(16, 3, 3, 3\), expected \(64, 3, 3, 3\)"):
         VGGEncoder("vgg16", "caffe").load_safetensors(path)
 

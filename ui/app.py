@@ -185,8 +185,11 @@ class App:
                                          elem_id="styles")
                         weights = gr.Textbox(label="Blend weights", placeholder="e.g. 0.7, 0.3 (empty: equal)",
                                              elem_id="weights")
-                        method = gr.Dropdown([(m.title, m.name) for m in image_methods], value=image_methods[0].name,
-                                             label="Method", elem_id="method")
+                        names = [m.name for m in image_methods]
+                        method = gr.Dropdown([(m.title, m.name) for m in image_methods], label="Method",
+                                             value=ImageStyleRequest.model_fields["method"].default
+                                             if ImageStyleRequest.model_fields["method"].default in names else names[0],
+                                             elem_id="method")
                         strength = gr.Slider(label="Strength", step=0.05, **bounds(Controls, "strength"),
                                              elem_id="strength")
                         preserve = gr.Radio([c.value for c in PreserveColor], value="none",

@@ -19,6 +19,7 @@ from nstdiff.imageio import load_image
 from nstdiff.losses import FeatureContentLoss, GramStyleLoss, gram_matrix, total_variation
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_tensor
 from nstdiff.models.encoders import load_encoder
+from nstdiff.optimise import optimise_image
 from nstdiff.registry import Capabilities, register_method
 from nstdiff.schema import Frozen, ImageRef
 
@@ -157,8 +158,8 @@ class GramMethod(ImageMethod):
                     parts["content"] = content_weight * content_loss(features)
                 return sum(parts.values()), parts
 
-            image.requires_grad_(True)
-            done, losses = self._optimise(image, objective, options, level_step_count, done, total_steps, context)
+            done, losses = optimise_image(image, objective, options.optimizer, options.learning_rate,
+                                          level_step_count, context, done, total_steps)
             image = image.detach().clamp(0, 1)
         return TransferOutput(image=image, losses=losses, encoder=encoder.name, options=options)
 
@@ -172,30 +173,3 @@ class GramMethod(ImageMethod):
         # noise around mid-grey: texture synthesis and init='noise'
         noise = 0.5 + 0.1 * torch.randn((1, 3, height, width), generator=generator)
         return noise.clamp(0, 1).to(context.device)
-
-    def _optimise(self, image, objective, options, steps, done, total, context):
-        final: dict[str, float] = {}
-
-        def closure():
-            optimizer.zero_grad(set_to_none=True)
-            loss, parts = objective()
-            if not torch.isfinite(loss):
-                raise InputError("the loss became non-finite; lower style_weight/learning_rate or use strength")
-            loss.backward()
-            final.clear()
-            final.update({k: float(v.detach()) for k, v in parts.items()}, total=float(loss.detach()))
-            return loss
-
-        if options.optimizer == "lbfgs":
-            # max_iter=1 per call: one function evaluation a step, so progress and cancel come every step
-            optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=1, history_size=50)
-        else:
-            optimizer = torch.optim.Adam([image], lr=options.learning_rate)
-        for _ in range(steps):
-            optimizer.step(closure)
-            if options.optimizer == "adam":  # projected steps; L-BFGS is left unclamped: a clamp breaks its curvature pairs
-                with torch.no_grad():
-                    image.clamp_(0, 1)
-            done += 1
-            context.step(done, total, final)
-        return done, final

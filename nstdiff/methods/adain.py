@@ -1,0 +1,144 @@
+"""AdaIN: Adaptive Instance Normalization (Huang & Belongie 2017, "Arbitrary Style Transfer in Real-time").
+
+    AdaIN(x, y) = σ(y) · (x − μ(x)) / σ(x) + μ(y)
+
+per channel, over positions: the content features take the style features' mean and standard deviation. With a
+decoder trained for the encoder, one forward pass gives the image, T = Σ_s w_s AdaIN(f(c), f(s)) blended with f(c)
+by α, out = g(α T + (1 − α) f(c)) (§7: content-style trade-off, style interpolation, spatial control).
+
+Without a decoder (e.g. for the offline `vgg16`) the image itself is optimised so that its features match the same
+AdaIN targets at several layers: L = Σ_l ‖f_l(x) − T_l‖² / ‖T_l‖², with a total-variation smoother. AdaIN thus always
+runs; the result's notes say which variant did.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from nstdiff.executor import RunContext
+from nstdiff.losses import FeatureContentLoss, total_variation
+from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput
+from nstdiff.models.decoders import decoder_path, load_decoder
+from nstdiff.models.encoders import VGGEncoder, load_encoder
+from nstdiff.optimise import optimise_image
+from nstdiff.registry import Capabilities, register_method
+from nstdiff.schema import Frozen
+
+DECODER_LAYER = "relu4_1"
+
+
+class AdaINOptions(Frozen):
+    variant: Literal["auto", "decoder", "optimise"] = Field(
+        "auto", description="decoder: one forward pass; optimise: no decoder needed; auto: decoder when one exists.")
+    alpha: float | None = Field(None, ge=0, le=1, description="Content/style trade-off; None = the strength control.")
+    decoder: Path | None = Field(None, description="A decoder file; default: the one trained for the encoder.")
+    layers: list[str] = Field(["relu1_1", "relu2_1", "relu3_1", "relu4_1"], min_length=1, max_length=16,
+                              description="Layers whose statistics the optimisation variant matches.")
+    style_weight: float = Field(10.0, ge=0, le=1e6, description="Style-statistics weight (optimisation variant).")
+    tv_weight: float = Field(3.0, ge=0, le=1e6, description="Total-variation smoothing (optimisation variant).")
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    learning_rate: float = Field(0.02, gt=0, le=1.0, description="Adam step (optimisation variant).")
+
+
+def mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = features.flatten(2)
+    return flat.mean(2)[..., None, None], (flat.var(2, unbiased=False) + eps).sqrt()[..., None, None]
+
+
+def adain(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """σ(style)·(content − μ(content))/σ(content) + μ(style), per channel."""
+    content_mean, content_std = mean_std(content)
+    style_mean, style_std = mean_std(style)
+    return (content - content_mean) / content_std * style_std + style_mean
+
+
+def adain_target(content: torch.Tensor, styles: list[torch.Tensor], weights: list[float], alpha: float,
+                 regions: torch.Tensor | None) -> torch.Tensor:
+    """α Σ_s w_s AdaIN(c, s_s) + (1 − α) c; with region masks (S, H, W) each style only where its mask is."""
+    stylized = [adain(content, style) for style in styles]
+    if regions is None:
+        target = sum(w * t for w, t in zip(weights, stylized))
+    else:
+        masks = F.interpolate(regions[None], size=content.shape[-2:], mode="area")[0]
+        keep = (1 - masks.sum(0)).clamp(0, 1)
+        target = sum(m * t for m, t in zip(masks, stylized)) + keep * content
+    return alpha * target + (1 - alpha) * content
+
+
+@register_method
+class AdaINMethod(ImageMethod):
+    name = "adain"
+    title = "AdaIN (Huang & Belongie)"
+    description = "Fast arbitrary style transfer: one pass with a trained decoder, or a short optimisation without."
+    options_model = AdaINOptions
+    capabilities = Capabilities(needs_content=True, masks=True, color_controls=True, uses_encoder=True)
+    default_steps = 60
+
+    def transfer(self, job: ImageJob, options: AdaINOptions, context: RunContext) -> TransferOutput:
+        encoder = load_encoder(job.encoder, context.device, context.settings, context.message)
+        if encoder.note:
+            context.notes.append(encoder.note)
+        net = encoder.module
+        alpha = job.strength if options.alpha is None else options.alpha
+        variant = options.variant
+        if variant == "auto":
+            has_decoder = options.decoder is not None or decoder_path(encoder.name, context.settings).is_file()
+            variant = "decoder" if has_decoder else "optimise"
+        regions = job.regions.styles.to(job.content) if job.regions is not None else None
+        if variant == "decoder":
+            image = self._decode(net, job, options, alpha, regions, encoder.name, context)
+            losses: dict[str, float] = {}
+        else:
+            image, losses = self._optimise(net, job, options, alpha, regions, context)
+            context.notes.append(f"adain variant: optimise ({job.steps or self.default_steps} steps; no decoder used)")
+        resolved = options.model_copy(update={"variant": variant, "alpha": alpha})
+        return TransferOutput(image=image, losses=losses, encoder=encoder.name, options=resolved)
+
+    def _decode(self, net: VGGEncoder, job, options, alpha, regions, encoder_name, context) -> torch.Tensor:
+        decoder, path = load_decoder(encoder_name, net.width_divisor, options.decoder, context.settings)
+        decoder = decoder.to(context.device)
+        context.notes.append(f"adain variant: decoder ({path.name})")
+        with torch.no_grad():
+            content = net(job.content, [DECODER_LAYER])[DECODER_LAYER]
+            styles = [net(style, [DECODER_LAYER])[DECODER_LAYER] for style in job.styles]
+            target = adain_target(content, styles, job.style_weights, alpha, regions)
+            image = decoder(target)
+        context.step(1, 1)
+        if image.shape[-2:] != (job.height, job.width):  # the encoder's pooling floors odd sizes
+            image = F.interpolate(image, size=(job.height, job.width), mode="bilinear", align_corners=False)
+        return image.clamp(0, 1)
+
+    def _optimise(self, net: VGGEncoder, job, options, alpha, regions, context):
+        net.check_layers(options.layers)
+        layers = sorted({*options.layers, DECODER_LAYER})
+        with torch.no_grad():
+            content = net(job.content, [DECODER_LAYER])[DECODER_LAYER]
+            styles = [net(style, layers) for style in job.styles]
+            target = adain_target(content, [s[DECODER_LAYER] for s in styles], job.style_weights, alpha, regions)
+            style_stats = {layer: [sum(w * stat for w, stat in zip(job.style_weights, pair))
+                                   for pair in zip(*(mean_std(s[layer]) for s in styles))] for layer in options.layers}
+        content_loss = FeatureContentLoss({DECODER_LAYER: target})
+
+        def statistics_loss(features):  # the AdaIN paper's style loss, normalised per layer
+            total = 0.0
+            for layer, (mean, std) in style_stats.items():
+                x_mean, x_std = mean_std(features[layer])
+                total = total + ((x_mean - mean).square().sum() + (x_std - std).square().sum()) / (
+                    mean.square().sum() + std.square().sum())
+            return total / len(style_stats)
+
+        image = job.content.clone()
+
+        def objective():
+            features = net(image, layers)
+            parts = {"content": content_loss(features), "style": options.style_weight * alpha * statistics_loss(features),
+                     "tv": options.tv_weight * total_variation(image)}
+            return sum(parts.values()), parts
+
+        _, losses = optimise_image(image, objective, options.optimizer, options.learning_rate,
+                                   job.steps or self.default_steps, context)
+        return image.detach().clamp(0, 1), losses
