@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from nstdiff.errors import Cancelled, InputError, NstdiffError
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
+from nstdiff.training.adain_decoder import DecoderTraining
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -117,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: settings, 7860)")
     serve.add_argument("--auth", type=_auth, help="USER:PASS required to use the app")
 
+    adain = commands.add_parser("adain", help="AdaIN decoders").add_subparsers(dest="adain_command", required=True)
+    train = adain.add_parser("train", help="train a decoder for an encoder (resumes from its last checkpoint)")
+    train.add_argument("--content", type=Path, required=True, help="folder of content photos")
+    train.add_argument("--style", type=Path, required=True, help="folder of style images")
+    for name in ("encoder", "steps", "batch", "size", "learning_rate", "style_weight", "checkpoint_every", "seed",
+                 "output"):
+        info = DecoderTraining.model_fields[name]
+        kind = Path if name == "output" else type(info.default)
+        train.add_argument(_flag(name), type=kind, default=info.default, help=f"{info.description or ''} "
+                           f"(default: {info.default})")
+    train.add_argument("--quiet", action="store_true")
+
     commands.add_parser("methods", help="list the registered methods")
     models = commands.add_parser("models", help="list or fetch model weights")
     model_commands = models.add_subparsers(dest="models_command", required=True)
@@ -207,6 +220,21 @@ def _run_image(request: ImageStyleRequest, output: Path, quiet: bool) -> int:
     return 0
 
 
+def _train_adain(args: argparse.Namespace) -> int:
+    from nstdiff.training.adain_decoder import train_decoder
+
+    config = DecoderTraining(content_dir=args.content, style_dir=args.style, **{
+        name: getattr(args, name) for name in DecoderTraining.model_fields if hasattr(args, name)})
+    on_progress, close = _progress_printer(args.quiet)
+    try:
+        report = train_decoder(config, progress=on_progress)
+    finally:
+        close()
+    print(f"wrote {report.path} (steps {report.start_step + 1}–{report.steps}, last loss {report.losses[-1]:.4g})"
+          if report.losses else f"{report.path} is already trained to step {report.steps}")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from nstdiff.models import fetch_model, list_models
 
@@ -239,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             serve(args.host, args.port, args.auth)
             return 0
+        if args.command == "adain":
+            return _train_adain(args)
         if args.command == "methods":
             from nstdiff.registry import list_methods
 

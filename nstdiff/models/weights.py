@@ -34,4 +34,9 @@ def load_safetensors(module: nn.Module, path: Path, what: str) -> dict[str, str]
 
 
 def save_safetensors(module: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path), metadata=metadata)
+    """Write `module`'s weights atomically (a temporary file renamed), so a killed write leaves the old file."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(partial),
+              metadata=metadata)
+    partial.replace(path)

@@ -1,0 +1,1 @@
+"""Training jobs (decoders now; LoRAs later), run with accelerate so `accelerate launch` scales them out."""

@@ -1,0 +1,68 @@
+"""Training an AdaIN decoder: the loss falls, a stopped run resumes, the result is found and used by the method."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from nstdiff import CancelToken, Cancelled, ImageStyleRequest, InputError, stylize
+from nstdiff.models.decoders import decoder_path
+from nstdiff.training.adain_decoder import DecoderTraining, train_decoder
+from tests.conftest import gradient, stripes
+
+
+@pytest.fixture
+def folders(tmp_path):
+    content, style = tmp_path / "content", tmp_path / "style"
+    content.mkdir()
+    style.mkdir()
+    for i in range(4):
+        gradient(40, 36, (30 * i, 80, 200 - 30 * i), (220, 200 - 40 * i, 60)).save(content / f"c{i}.png")
+        stripes(40, 40, (200, 40 * i, 30), (20, 20, 120 + 30 * i), period=4 + 2 * i).save(style / f"s{i}.png")
+    (style / "broken.jpg").write_bytes(b"not an image")
+    return content, style
+
+
+def config(folders, **kwargs):
+    return DecoderTraining(content_dir=folders[0], style_dir=folders[1], encoder="random", batch=2, size=32,
+                           learning_rate=1e-3, **kwargs)
+
+
+def test_loss_falls_and_the_method_uses_the_trained_decoder(folders, isolated_settings):
+    events = []
+    report = train_decoder(config(folders, steps=80, checkpoint_every=40), progress=events.append)
+    assert report.path == decoder_path("random", isolated_settings)
+    assert np.mean(report.losses[-10:]) < 0.6 * np.mean(report.losses[:10])
+    assert any("skipped broken.jpg" in e.message for e in events)  # corrupt files are listed, not fatal
+    rows = list(csv.DictReader(open(report.path.with_name("random.loss.csv"))))
+    assert len(rows) == 80 and rows[-1]["step"] == "80"
+    content = folders[0] / "c1.png"
+    result = stylize(ImageStyleRequest(method="adain", content=content, styles=[folders[1] / "s2.png"], size=40,
+                                       encoder="random"))
+    assert result.parameters["options"]["variant"] == "decoder"
+
+
+def test_a_stopped_run_resumes_from_its_last_checkpoint(folders):
+    cancel = CancelToken()
+
+    def stop_at_13(event):
+        if event.stage == "train" and event.step == 13:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        train_decoder(config(folders, steps=30, checkpoint_every=5), progress=stop_at_13, cancel=cancel)
+    events = []
+    report = train_decoder(config(folders, steps=30, checkpoint_every=5), progress=events.append)
+    assert report.start_step == 10  # the checkpoint before the interruption
+    assert [e.step for e in events if e.stage == "train"][0] == 11
+    assert any("resuming from step 10" in e.message for e in events)
+
+
+def test_empty_or_missing_folders(folders, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="has no images"):
+        train_decoder(DecoderTraining(content_dir=empty, style_dir=folders[1], encoder="random", steps=1))
+    with pytest.raises(InputError, match="does not exist"):
+        train_decoder(DecoderTraining(content_dir=tmp_path / "nope", style_dir=folders[1], encoder="random"))
