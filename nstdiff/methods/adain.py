@@ -23,7 +23,7 @@ from nstdiff.executor import RunContext
 from nstdiff.losses import FeatureContentLoss, total_variation
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput
 from nstdiff.models.decoders import decoder_path, load_decoder
-from nstdiff.models.encoders import VGGEncoder, load_encoder
+from nstdiff.models.encoders import VGGEncoder
 from nstdiff.optimise import optimise_image
 from nstdiff.registry import Capabilities, register_method
 from nstdiff.schema import Frozen
@@ -79,9 +79,7 @@ class AdaINMethod(ImageMethod):
     default_steps = 60
 
     def transfer(self, job: ImageJob, options: AdaINOptions, context: RunContext) -> TransferOutput:
-        encoder = load_encoder(job.encoder, context.device, context.settings, context.message)
-        if encoder.note:
-            context.notes.append(encoder.note)
+        encoder = self.encoder(job, context)
         net = encoder.module
         alpha = job.strength if options.alpha is None else options.alpha
         variant = options.variant

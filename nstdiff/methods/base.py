@@ -66,6 +66,16 @@ class ImageMethod(Method):
     def transfer(self, job: ImageJob, options: BaseModel, context: RunContext) -> TransferOutput:
         """Produce the stylized (N, 3, H, W) image of `job`'s size."""
 
+    @staticmethod
+    def encoder(job: ImageJob, context: RunContext):
+        """The job's encoder, loaded (or fetched) through the resolver; `auto`'s choice goes into the notes."""
+        from nstdiff.models.encoders import load_encoder
+
+        loaded = load_encoder(job.encoder, context.device, context.settings, context.message)
+        if loaded.note:
+            context.notes.append(loaded.note)
+        return loaded
+
     def check_request(self, request: ImageStyleRequest) -> None:
         caps, controls = self.capabilities, request.controls
         if request.content is None and caps.needs_content:

@@ -18,7 +18,6 @@ from nstdiff.executor import RunContext
 from nstdiff.imageio import load_image
 from nstdiff.losses import FeatureContentLoss, GramStyleLoss, gram_matrix, total_variation
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_tensor
-from nstdiff.models.encoders import load_encoder
 from nstdiff.optimise import optimise_image
 from nstdiff.registry import Capabilities, register_method
 from nstdiff.schema import Frozen, ImageRef
@@ -106,9 +105,7 @@ class GramMethod(ImageMethod):
                 f"style_layer_weights has {len(options.style_layer_weights)} values for "
                 f"{len(options.style_layers)} style layers; give one per layer"
             )
-        encoder = load_encoder(job.encoder, context.device, context.settings, context.message)
-        if encoder.note:
-            context.notes.append(encoder.note)
+        encoder = self.encoder(job, context)
         net = encoder.module
         net.check_layers([*options.content_layers, *options.style_layers])
         content_weight, style_weight = strength_weights(job.strength)
