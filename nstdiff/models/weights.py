@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -33,10 +34,14 @@ def load_safetensors(module: nn.Module, path: Path, what: str) -> dict[str, str]
     return metadata
 
 
-def save_safetensors(module: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write `module`'s weights atomically (a temporary file renamed), so a killed write leaves the old file."""
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write safetensors atomically (a temporary file renamed), so a killed write leaves the old file intact."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(partial),
-              metadata=metadata)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(partial), metadata=metadata)
     partial.replace(path)
+
+
+def save_safetensors(module: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write `module`'s weights atomically."""
+    save_tensors(module.state_dict(), path, metadata)

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from nstdiff.errors import InputError
 from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_device
@@ -26,7 +25,7 @@ from nstdiff.methods.adain import DECODER_LAYER, adain, mean_std
 from nstdiff.methods.base import to_tensor
 from nstdiff.models.decoders import AdaINDecoder, decoder_path
 from nstdiff.models.encoders import load_encoder
-from nstdiff.models.weights import save_safetensors
+from nstdiff.models.weights import save_safetensors, save_tensors
 from nstdiff.schema import Frozen
 from nstdiff.settings import Settings, get_settings
 
@@ -95,13 +94,11 @@ class CropSampler:
 
 
 def _save_checkpoint(path: Path, decoder, optimizer, step: int) -> None:
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in decoder.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in decoder.state_dict().items()}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
-            tensors[f"adam.{index}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
-    partial = path.with_suffix(".partial")
-    save_file(tensors, str(partial), metadata={"step": str(step)})
-    partial.replace(path)  # a kill during the write leaves the previous checkpoint intact
+            tensors[f"adam.{index}.{key}"] = torch.as_tensor(value)
+    save_tensors(tensors, path, {"step": str(step)})  # a killed write leaves the previous checkpoint intact
 
 
 def _load_checkpoint(path: Path, decoder, optimizer) -> int:
