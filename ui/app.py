@@ -106,23 +106,24 @@ class App:
                 encoder, mask_file, mask_paint, request: gr.Request, progress=gr.Progress()):
         with tempfile.TemporaryDirectory() as tmp:
             mask = _path(mask_file) if mask_file else painted_mask(mask_paint, Path(tmp))
-            try:
-                job = image_request(method=method, content=_path(content) if content else None, styles=[_path(s) for s in styles or []],
-                                    weights=weights, size=size, steps=steps, seed=seed, encoder=encoder,
-                                    strength=strength, preserve_color=preserve_color, style_scale=style_scale,
-                                    mask=mask)
-            except NstdiffError as exc:
-                raise gr.Error(str(exc), title="Check the inputs")
+            job = self.form_request(method=method, content=content, styles=styles, weights=weights, size=size,
+                                    steps=steps, seed=seed, encoder=encoder, strength=strength,
+                                    preserve_color=preserve_color, style_scale=style_scale, mask=mask)
             return self.run(job, request.session_hash, progress)
 
     def texture(self, styles, size, steps, seed, encoder, request: gr.Request, progress=gr.Progress()):
+        job = self.form_request(method="gram", content=None, styles=styles, weights=None, size=size, steps=steps,
+                                seed=seed, encoder=encoder, strength=1.0, preserve_color="none", style_scale=1.0)
+        return self.run(job, request.session_hash, progress)
+
+    @staticmethod
+    def form_request(*, content, styles, **values) -> ImageStyleRequest:
+        """Uploaded files and form values as a request; a bad value reaches the person as a message."""
         try:
-            job = image_request(method="gram", content=None, styles=[_path(s) for s in styles or []], weights=None,
-                                size=size, steps=steps, seed=seed, encoder=encoder, strength=1.0,
-                                preserve_color="none", style_scale=1.0)
+            return image_request(content=_path(content) if content else None,
+                                 styles=[_path(s) for s in styles or []], **values)
         except NstdiffError as exc:
             raise gr.Error(str(exc), title="Check the inputs")
-        return self.run(job, request.session_hash, progress)
 
     def submit(self, request: gr.Request) -> None:
         self.jobs.submit(request.session_hash)
