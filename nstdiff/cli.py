@@ -88,7 +88,7 @@ def _common_image_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nstdiff.registry import list_methods
+    from nstdiff.registry import COMMANDS_GROUP, list_methods, plugins
 
     option_models = [m.options_model for m in list_methods() if m.capabilities.modality == "image"]
     parser = argparse.ArgumentParser(prog="nstdiff", description="Style transfer: classic, AdaIN and diffusion.")
@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = model_commands.add_parser("fetch", help="download (or import) a model, checked and converted")
     fetch.add_argument("name")
     fetch.add_argument("--from", dest="source", type=Path, help="import from a local file instead of downloading")
+    for add_command in plugins(COMMANDS_GROUP):
+        add_command(commands)
     return parser
 
 
@@ -194,7 +196,8 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
     )
 
 
-def _run_image(request: ImageStyleRequest, output: Path, quiet: bool) -> int:
+def run_request(request: BaseModel, output: Path, quiet: bool) -> int:
+    """Run any method's request with a progress bar and Ctrl-C cancellation, and save its result to `output`."""
     from nstdiff.executor import CancelToken, stylize
     from nstdiff.imageio import check_writable
 
@@ -212,11 +215,10 @@ def _run_image(request: ImageStyleRequest, output: Path, quiet: bool) -> int:
     finally:
         close()
         signal.signal(signal.SIGINT, previous)
-    result.save(output)
+    written = result.save(output)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {output} ({result.image.width}x{result.image.height}, method {result.method}, "
-          f"encoder {result.encoder}, seed {result.seed}, {result.timings['total']:.1f} s)")
+    print(f"wrote {written} ({result.describe()})")
     return 0
 
 
@@ -254,14 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "stylize":
-            return _run_image(_image_request(args, args.content), args.output, args.quiet)
+            return run_request(_image_request(args, args.content), args.output, args.quiet)
         if args.command == "texture":
-            return _run_image(_image_request(args, None), args.output, args.quiet)
+            return run_request(_image_request(args, None), args.output, args.quiet)
         if args.command == "example":
             request = ImageStyleRequest(
                 content=EXAMPLES / "photo.jpg", styles=[EXAMPLES / "painting.jpg"], size=args.size, seed=0
             )
-            return _run_image(request, args.output, args.quiet)
+            return run_request(request, args.output, args.quiet)
         if args.command == "serve":
             from ui.server import serve
 
@@ -277,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "models":
             return _models(args)
+        if hasattr(args, "handler"):  # an extension's command
+            return args.handler(args)
     except ValidationError as exc:
         from nstdiff.registry import format_validation_error
 

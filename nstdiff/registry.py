@@ -1,10 +1,15 @@
 """The method registry: one class per file, registered by name with its request type and capabilities.
 
 Built-in methods live in `nstdiff.methods`; extensions (audio, mesh, third-party packages) register the same way
-through the `nstdiff.methods` entry-point group, e.g. in their pyproject:
+through the `nstdiff.methods` entry-point group, and may add a CLI command and an app tab through two more groups,
+e.g. in their pyproject:
 
     [project.entry-points."nstdiff.methods"]
-    audio = "extensions.audio.method"
+    audio = "extensions.audio.method"            # a module whose import registers the method
+    [project.entry-points."nstdiff.commands"]
+    audio = "extensions.audio.cli:add_command"   # add_command(subparsers): a subparser with set_defaults(handler=…)
+    [project.entry-points."nstdiff.tabs"]
+    audio = "extensions.audio.tab:build_tab"     # build_tab(app) inside the app's Blocks; torch-free
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 
 BUILTIN_MODULES = ("nstdiff.methods.gram", "nstdiff.methods.adain")
 ENTRY_POINT_GROUP = "nstdiff.methods"
+COMMANDS_GROUP = "nstdiff.commands"
+TABS_GROUP = "nstdiff.tabs"
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,17 @@ def _load_all() -> None:
             entry.load()
         except Exception as exc:  # a broken extension must not take the core down
             log.warning("extension '%s' failed to load: %s", entry.name, exc)
+
+
+def plugins(group: str) -> list[Any]:
+    """The objects the installed extensions offer in an entry-point group (COMMANDS_GROUP, TABS_GROUP), by name."""
+    loaded = []
+    for entry in sorted(entry_points(group=group), key=lambda e: e.name):
+        try:
+            loaded.append(entry.load())
+        except Exception as exc:
+            log.warning("extension '%s' (%s) failed to load: %s", entry.name, group, exc)
+    return loaded
 
 
 def get_method(name: str) -> Method:

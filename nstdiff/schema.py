@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import time
+from abc import abstractmethod
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, ClassVar, Union
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
@@ -121,12 +122,14 @@ class ProgressEvent(Frozen):
     message: str = ""
 
 
-class StyleResult(BaseModel):
-    """What a run produced and exactly how: enough to reproduce it."""
+class RunResult(BaseModel):
+    """What a run produced and exactly how: enough to reproduce it. One subclass per modality (image, audio, mesh)
+    says how its output is written; the store, the CLI and the app handle every modality through this interface."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    image: Image.Image
+    suffix: ClassVar[str]  # the primary output file's suffix, e.g. ".png"
+
     method: str
     encoder: str | None
     seed: int
@@ -150,8 +153,29 @@ class StyleResult(BaseModel):
     def metadata_json(self) -> str:
         return json.dumps(self.metadata(), default=str, sort_keys=True)
 
+    @abstractmethod
+    def save(self, path: str | Path) -> Path:
+        """Write the output (atomically, with the metadata where the format allows) and return its path."""
+
+    def preview(self) -> Image.Image | None:
+        """A picture of the output for galleries (a spectrogram, a rendered view); None when it is an image."""
+        return None
+
+    def describe(self) -> str:
+        """One line for the CLI: what was made and how."""
+        return f"method {self.method}, encoder {self.encoder}, seed {self.seed}, {self.timings.get('total', 0):.1f} s"
+
+
+class StyleResult(RunResult):
+    suffix: ClassVar[str] = ".png"
+
+    image: Image.Image
+
     def save(self, path: str | Path) -> Path:
         """Write a PNG carrying the resolved parameters as text metadata (atomically: no half-written file)."""
         from nstdiff.imageio import save_png
 
         return save_png(self.image, path, {"nstdiff": self.metadata_json()})
+
+    def describe(self) -> str:
+        return f"{self.image.width}x{self.image.height}, {super().describe()}"

@@ -1,8 +1,9 @@
-"""History of results: SQLite plus PNG files under the outputs folder, so results survive a restart.
+"""History of results: SQLite plus the output files under the outputs folder, so results survive a restart.
 
-Layout: `<outputs>/history.sqlite`, results in `<outputs>/results/<id>.png` (with their metadata), and the input
-images a result was made from in `<outputs>/inputs/<sha256>.<ext>` (content-addressed, so each is stored once and a
-history entry can be run again after the uploads it came from are gone).
+Layout: `<outputs>/history.sqlite`, results in `<outputs>/results/<id><suffix>` (`.png`, `.wav`, `.glb`: whatever the
+result's modality writes, with a `<id>.preview.png` beside outputs that are not pictures), and the input files a
+result was made from in `<outputs>/inputs/<sha256>.<ext>` (content-addressed, so each is stored once and a history
+entry can be run again after the uploads it came from are gone).
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nstdiff.schema import StyleResult
+from nstdiff.schema import RunResult
+
+# Request fields (at any depth) that name an input file the result was made from.
+INPUT_FIELDS = frozenset({"content", "image", "mask", "init_image", "style", "model"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -44,6 +48,12 @@ class HistoryEntry(BaseModel):
     timings: dict[str, float]
     notes: list[str]
     output: Path
+
+    @property
+    def picture(self) -> Path:
+        """What a gallery shows: the output itself, or the preview saved beside an output that is not a picture."""
+        preview = self.output.with_name(f"{self.id}.preview.png")
+        return preview if preview.exists() else self.output
 
     @property
     def label(self) -> str:
@@ -75,26 +85,26 @@ class Store:
         return stored
 
     def _keep_inputs(self, parameters: dict[str, Any]) -> dict[str, Any]:
-        """The parameters with every input image path replaced by its kept copy."""
-        def keep(value):
-            return str(self.keep_input(value)) if value and Path(value).is_file() else value
+        """The parameters with every input file path replaced by its kept copy."""
+        def keep(value: Any, key: str | None = None) -> Any:
+            if isinstance(value, dict):
+                return {k: keep(v, k) for k, v in value.items()}
+            if isinstance(value, list):
+                return [keep(v, key) for v in value]
+            if key in INPUT_FIELDS and isinstance(value, str) and value and Path(value).is_file():
+                return str(self.keep_input(value))
+            return value
 
-        kept = json.loads(json.dumps(parameters))
-        kept["content"] = keep(kept.get("content"))
-        for style in kept.get("styles", []):
-            style["image"] = keep(style["image"])
-        controls = kept.get("controls") or {}
-        controls["mask"] = keep(controls.get("mask"))
-        options = kept.get("options") or {}
-        if "init_image" in options:
-            options["init_image"] = keep(options["init_image"])
-        return kept
+        return keep(json.loads(json.dumps(parameters, default=str)))
 
-    def add(self, result: StyleResult) -> HistoryEntry:
-        """Save the result's PNG and the inputs it was made from, and index it."""
+    def add(self, result: RunResult) -> HistoryEntry:
+        """Save the result's output (and a preview picture) and the inputs it was made from, and index it."""
         entry_id = uuid.uuid4().hex[:12]
         parameters = self._keep_inputs(result.parameters)
-        output = result.save(self.results / f"{entry_id}.png")
+        output = result.save(self.results / f"{entry_id}{result.suffix}")
+        preview = result.preview()
+        if preview is not None:
+            preview.save(self.results / f"{entry_id}.preview.png")
         entry = HistoryEntry(
             id=entry_id, created=result.created, method=result.method, encoder=result.encoder, seed=result.seed,
             parameters=parameters, timings=result.timings, notes=result.notes, output=output,

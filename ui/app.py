@@ -16,7 +16,8 @@ import gradio as gr
 
 from nstdiff.errors import Cancelled, NstdiffError
 from nstdiff.executor import CancelToken, Executor, InProcessExecutor
-from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, StyleResult
+from nstdiff.registry import TABS_GROUP, plugins
+from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, RunResult
 from nstdiff.settings import Settings, get_settings
 from nstdiff.store import HistoryEntry, Store
 from ui.forms import bounds, image_request, painted_mask
@@ -69,7 +70,7 @@ def progress_reporter(progress: gr.Progress) -> Callable[[ProgressEvent], None]:
     return report
 
 
-def describe(result: StyleResult | HistoryEntry) -> str:
+def describe(result: RunResult | HistoryEntry) -> str:
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
     notes = "".join(f"\n- {note}" for note in result.notes)
     return f"**{result.method}** · encoder **{result.encoder}** · seed **{result.seed}** · {timings}{notes}"
@@ -84,11 +85,12 @@ class App:
 
     # -- handlers --------------------------------------------------------------------------------------------
 
-    def run(self, request: ImageStyleRequest, session: str, progress: gr.Progress) -> tuple[str, str]:
+    def execute(self, request: Any, session: str, progress: gr.Progress) -> tuple[HistoryEntry, RunResult]:
+        """Run any method's request for a browser session, store the result, turn every failure into a message."""
         token = self.jobs.token(session)
         try:
             if token.cancelled:
-                raise Cancelled(0, request.steps or 0)
+                raise Cancelled(0, getattr(request, "steps", None) or 0)
             result = self.executor.run(request, progress=progress_reporter(progress), cancel=token)
             entry = self.store.add(result)  # inputs are kept only now, for a result that exists
         except Cancelled as exc:
@@ -100,6 +102,10 @@ class App:
             raise gr.Error(f"Internal error ({type(exc).__name__}: {exc}); see the server log.")
         finally:
             self.jobs.finish(session, token)
+        return entry, result
+
+    def run(self, request: ImageStyleRequest, session: str, progress: gr.Progress) -> tuple[str, str]:
+        entry, result = self.execute(request, session, progress)
         return str(entry.output), describe(result)
 
     def stylize(self, content, styles, weights, method, strength, preserve_color, style_scale, size, steps, seed,
@@ -132,7 +138,7 @@ class App:
         return "Cancelling…" if self.jobs.cancel(request.session_hash) else "Nothing is running."
 
     def history(self) -> list[tuple[str, str]]:
-        return [(str(entry.output), entry.label) for entry in self.store.list()]
+        return [(str(entry.picture), entry.label) for entry in self.store.list()]
 
     def select_history(self, event: gr.SelectData) -> tuple[str, dict[str, Any]]:
         # by the id in the caption, not the position: other sessions' results shift positions
@@ -148,6 +154,9 @@ class App:
         if entry is None:
             raise gr.Error("Pick a result in the gallery first.")
         p = entry.parameters
+        if not isinstance(p.get("controls"), dict) or "styles" not in p:
+            raise gr.Error(f"This result was made by '{entry.method}', not an image method; its settings are in the "
+                           "Parameters box.")
         controls = p["controls"]
         return (p["content"], [s["image"] for s in p["styles"]], ", ".join(str(s["weight"]) for s in p["styles"]),
                 p["method"], controls["strength"], controls["preserve_color"], controls["style_scale"], p["size"],
@@ -169,6 +178,11 @@ class App:
         except NstdiffError as exc:
             raise gr.Error(str(exc), title=f"Could not fetch {name}")
         return self.models_table(), "\n".join(lines)
+
+    @property
+    def gpu_queue(self) -> dict[str, Any]:
+        """Event arguments that put a job in the one shared device queue (extensions' tabs use them too)."""
+        return {"concurrency_limit": self.settings.gpu_slots, **GPU}
 
     # -- layout ------------------------------------------------------------------------------------------------
 
@@ -239,6 +253,9 @@ class App:
                         t_output = gr.Image(label="Texture", format="png", type="filepath", interactive=False)
                         t_info = gr.Markdown()
 
+            # extensions' tabs (audio, 3D, …): each returns the events whose end adds a result to the history
+            extension_jobs = [job for build_tab in plugins(TABS_GROUP) for job in (build_tab(self) or [])]
+
             with gr.Tab("History", id="history") as history_tab:
                 gallery = gr.Gallery(label="Past results", format="png", columns=4, allow_preview=True,
                                      elem_id="history")
@@ -254,7 +271,7 @@ class App:
                 fetch_log = gr.Textbox(label="Fetch log", lines=3)
 
             form = [content, styles, weights, method, strength, preserve, style_scale, size, steps, seed, encoder]
-            limit = {"concurrency_limit": self.settings.gpu_slots, **GPU}
+            limit = self.gpu_queue
             submitted = run.click(self.submit, None, None, queue=False, api_name=False)
             job = submitted.then(self.stylize, [*form, mask_file, mask_paint], [output, info], api_name="stylize", **limit)
             job.then(self.history, None, gallery, api_name=False)
@@ -269,6 +286,8 @@ class App:
             t_job = t_submitted.then(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
                                 api_name="texture", **limit)
             t_job.then(self.history, None, gallery, api_name=False)
+            for extension_job in extension_jobs:
+                extension_job.then(self.history, None, gallery, api_name=False)
             history_tab.select(self.history, None, gallery, api_name="history")
             gallery.select(self.select_history, None, [selected, params], api_name=False)
             reuse.click(self.reuse, selected, [*form, mask_file], api_name="reuse")

@@ -1,0 +1,1 @@
+"""Audio extension: spectrogram style transfer for sound clips."""

@@ -1,0 +1,1 @@
+"""Mesh extension: texture stylization of 3D models."""
