@@ -78,7 +78,7 @@ def _common_image_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="optimisation steps (default: the method's)")
     parser.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
     parser.add_argument("--encoder", default="auto", help="auto (settings' default_encoder, else best ready), vgg19, "
-                        "vgg16 or random")
+                        "vgg16, vgg19-normalised or random")
     parser.add_argument("--strength", type=float, default=Controls.model_fields["strength"].default,
                         help=_field_help(Controls, "strength"))
     parser.add_argument("--style-scale", type=float, default=Controls.model_fields["style_scale"].default,

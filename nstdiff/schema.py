@@ -77,7 +77,7 @@ class ImageStyleRequest(Frozen):
     size: int = Field(512, ge=16, le=4096, description="Longest side of the output, in pixels.")
     steps: int | None = Field(None, ge=1, le=10_000, description="Optimisation steps; None = the method's default.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="None draws a seed, reported in the result.")
-    encoder: str = Field("auto", description="Feature encoder: auto (best available), vgg19, vgg16, random.")
+    encoder: str = Field("auto", description="Feature encoder: auto (best available), vgg19, vgg16, vgg19-normalised, random.")
     controls: Controls = Field(default_factory=Controls)
     options: dict[str, Any] = Field(default_factory=dict, description="Method-specific options (validated by it).")
 

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     max_input_pixels: int = Field(40_000_000, ge=1, description="Larger input images are refused (decompression bombs).")
     max_input_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Larger input files are refused.")
     max_output_side: int = Field(4096, ge=16, description="Longest side of an output image, in pixels.")
+    max_mesh_faces: int = Field(500_000, ge=1, description="3D models with more triangles are refused.")
     default_encoder: str = Field("auto", description="auto (best available), vgg19, vgg16 or random.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's choice.")
     server_host: str = Field("127.0.0.1", description="Address the app binds to; loopback unless you mean it.")

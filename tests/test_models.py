@@ -15,7 +15,8 @@ from nstdiff.models.encoders import BLOCKS, WIDTHS, VGGEncoder, _hed_h5_to_safet
 
 
 def test_nothing_is_ready_in_an_empty_cache(isolated_settings):
-    assert {m.name: m.ready for m in list_models()} == {"vgg16": False, "vgg19": False}
+    assert {m.name: m.ready for m in list_models()} == {
+        "vgg16": False, "vgg19": False, "vgg19-normalised": False, "adain-vgg19-normalised": False}
 
 
 def test_missing_model_error_names_the_places_and_the_fix(isolated_settings):

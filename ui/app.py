@@ -25,7 +25,7 @@ from ui.forms import bounds, image_request, painted_mask
 log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
 GPU = {"concurrency_id": "gpu"}
-ENCODERS = ["auto", "vgg19", "vgg16", "random"]
+ENCODERS = ["auto", "vgg19", "vgg16", "vgg19-normalised", "random"]
 
 
 class Jobs:

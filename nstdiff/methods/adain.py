@@ -12,6 +12,7 @@ runs; the result's notes say which variant did.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +23,7 @@ from pydantic import Field
 from nstdiff.executor import RunContext
 from nstdiff.losses import FeatureContentLoss, total_variation
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput
-from nstdiff.models.decoders import decoder_path, load_decoder
+from nstdiff.models.decoders import decoder_available, load_decoder, public_decoder_ready
 from nstdiff.models.encoders import VGGEncoder
 from nstdiff.optimise import optimise_image
 from nstdiff.registry import Capabilities, register_method
@@ -79,12 +80,18 @@ class AdaINMethod(ImageMethod):
     default_steps = 50  # ≈ 20 s at 256 px on 2 CPU cores with vgg16
 
     def transfer(self, job: ImageJob, options: AdaINOptions, context: RunContext) -> TransferOutput:
+        wants_auto = job.encoder == "auto" and context.settings.default_encoder == "auto"
+        if wants_auto and options.variant != "optimise" and options.decoder is None:
+            preferred = public_decoder_ready(context.settings)
+            if preferred:  # the paper's own encoder + decoder pair beats optimising with another encoder
+                job = replace(job, encoder=preferred)
+                context.notes.append(f"encoder auto → {preferred} (its AdaIN decoder is ready)")
         encoder = self.encoder(job, context)
         net = encoder.module
         alpha = job.strength if options.alpha is None else options.alpha
         variant = options.variant
         if variant == "auto":
-            has_decoder = options.decoder is not None or decoder_path(encoder.name, context.settings).is_file()
+            has_decoder = options.decoder is not None or decoder_available(encoder.name, context.settings)
             variant = "decoder" if has_decoder else "optimise"
         regions = job.regions.styles.to(job.content) if job.regions is not None else None
         if variant == "decoder":
@@ -97,7 +104,7 @@ class AdaINMethod(ImageMethod):
         return TransferOutput(image=image, losses=losses, encoder=encoder.name, options=resolved)
 
     def _decode(self, net: VGGEncoder, job, options, alpha, regions, encoder_name, context) -> torch.Tensor:
-        decoder, path = load_decoder(encoder_name, net.width_divisor, options.decoder, context.settings)
+        decoder, path = load_decoder(encoder_name, net.width_divisor, options.decoder, context.settings, context.message)
         decoder = decoder.to(context.device)
         context.notes.append(f"adain variant: decoder ({path.name})")
         with torch.no_grad():

@@ -2,17 +2,22 @@
 
 Reflection-padded 3×3 convolutions with ReLU and nearest-neighbour upsampling in place of the encoder's pooling, so
 the decoder adds no checkerboard artefacts. A decoder is trained for one encoder (`nstdiff adain train`) and saved as
-safetensors whose metadata names that encoder; `find_decoder` looks them up in `<models_dir>/adain/`.
+safetensors whose metadata names that encoder, in `<models_dir>/adain/<encoder>.safetensors`.
+
+The decoder published with the paper's code (`decoder.pth`, for the normalised VGG19) has exactly this layout; it is
+a registered model (`adain-vgg19-normalised`), fetched, checked by sha256 and converted like the encoders.
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from torch import nn
 
 from nstdiff.errors import ModelFileError, ModelNotFoundError
-from nstdiff.models.encoders import WIDTHS
-from nstdiff.models.weights import load_safetensors
+from nstdiff.models.encoders import ADAIN_RELEASE, WIDTHS, load_pinned_checkpoint, sequential_convs
+from nstdiff.models.resolver import Message, ModelEntry, model_status, register_model, resolve_model
+from nstdiff.models.weights import load_safetensors, load_tensors, save_safetensors
 from nstdiff.settings import Settings, get_settings
 
 DECODER_FOLDER = "adain"
@@ -41,15 +46,66 @@ class AdaINDecoder(nn.Module):
         return self.net(features)
 
 
+PUBLIC_DECODER_URL = f"{ADAIN_RELEASE}/decoder.pth"
+# Pinned as recorded from the release by another project (unreachable from our build machines, so not re-measured).
+PUBLIC_DECODER_SHA256 = "379ca41d59f3a37eed3599bbbc2560c19da5c458870a5ffd3a9dd41aa88f9472"
+PUBLIC_DECODERS = {"vgg19-normalised": "adain-vgg19-normalised"}  # encoder → registered decoder model
+
+
+def fetch_public_decoder(source: Path | None, destination: Path, settings: Settings, message: Message) -> None:
+    decoder = AdaINDecoder()
+    if source is not None and Path(source).suffix == ".safetensors":
+        load_safetensors(decoder, Path(source), "AdaIN decoder")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            state = load_pinned_checkpoint(source, PUBLIC_DECODER_URL, PUBLIC_DECODER_SHA256, "AdaIN decoder",
+                                           Path(tmp), message)
+        ours = [name.removesuffix(".weight") for name in decoder.state_dict() if name.endswith(".weight")]
+        pairs = sequential_convs(state)
+        if len(pairs) != len(ours):
+            raise ModelFileError(f"the AdaIN decoder checkpoint has {len(pairs)} convolutions, expected {len(ours)}")
+        tensors = {}
+        for name, (weight, bias) in zip(ours, pairs):
+            tensors[f"{name}.weight"], tensors[f"{name}.bias"] = weight, bias
+        load_tensors(decoder, tensors, "the AdaIN decoder checkpoint", "AdaIN decoder")
+    save_safetensors(decoder, destination, {"encoder": "vgg19-normalised", "source": PUBLIC_DECODER_URL})
+
+
+register_model(
+    ModelEntry("adain-vgg19-normalised", "decoder", "the AdaIN paper's decoder (needs encoder vgg19-normalised)",
+               "vgg19-normalised.safetensors", fetch_public_decoder, source=PUBLIC_DECODER_URL, size_mb=14,
+               folder=DECODER_FOLDER)
+)
+
+
 def decoder_path(encoder: str, settings: Settings | None = None) -> Path:
     settings = settings or get_settings()
     return settings.models_path / DECODER_FOLDER / f"{encoder}.safetensors"
 
 
-def load_decoder(encoder: str, width_divisor: int, explicit: Path | None = None,
-                 settings: Settings | None = None) -> tuple[AdaINDecoder, Path]:
-    """The decoder trained for `encoder` (or the file `explicit`); checks that it was trained for that encoder."""
-    path = Path(explicit) if explicit else decoder_path(encoder, settings)
+def decoder_available(encoder: str, settings: Settings | None = None) -> bool:
+    """A decoder for `encoder` is on disk, or is a public one that may be fetched now."""
+    settings = settings or get_settings()
+    return decoder_path(encoder, settings).is_file() or (encoder in PUBLIC_DECODERS and settings.downloads_allowed)
+
+
+def public_decoder_ready(settings: Settings | None = None) -> str | None:
+    """The encoder whose public decoder and weights are both on disk (AdaIN's `auto` prefers it), if any."""
+    for encoder, decoder in PUBLIC_DECODERS.items():
+        if model_status(encoder, settings).ready and model_status(decoder, settings).ready:
+            return encoder
+    return None
+
+
+def load_decoder(encoder: str, width_divisor: int, explicit: Path | None = None, settings: Settings | None = None,
+                 message: Message | None = None) -> tuple[AdaINDecoder, Path]:
+    """The decoder for `encoder` (or the file `explicit`): trained by us, or the public one fetched when allowed.
+    Checks that it was made for that encoder."""
+    settings = settings or get_settings()
+    if explicit is None and encoder in PUBLIC_DECODERS:
+        path = resolve_model(PUBLIC_DECODERS[encoder], settings=settings, message=message)
+    else:
+        path = Path(explicit) if explicit else decoder_path(encoder, settings)
     if not path.is_file():
         raise ModelNotFoundError(
             f"adain decoder for {encoder}", [path],

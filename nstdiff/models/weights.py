@@ -13,25 +13,28 @@ from nstdiff.errors import ModelFileError
 
 def load_safetensors(module: nn.Module, path: Path, what: str) -> dict[str, str]:
     """Load `module.state_dict()`-named tensors from `path` (no pickles) and return the file's metadata."""
-    expected = {key: tensor.shape for key, tensor in module.state_dict().items()}
+    expected = module.state_dict()
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            missing = sorted(set(expected) - set(handle.keys()))
-            if missing:
-                raise ModelFileError(
-                    f"'{path}' is not a {what}: missing {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}"
-                )
-            state = {key: handle.get_tensor(key) for key in expected}
-    except ModelFileError:
-        raise
+            present = set(handle.keys())
+            state = {key: handle.get_tensor(key) for key in expected if key in present}
     except Exception as exc:
         raise ModelFileError(f"'{path}' is not a readable safetensors file ({exc}); fetch or train it again") from None
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[key]):
-            raise ModelFileError(f"'{path}': {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key])}")
-    module.load_state_dict({k: v.float() for k, v in state.items()})
+    load_tensors(module, state, f"'{path}'", what)
     return metadata
+
+
+def load_tensors(module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:
+    """Load named tensors into `module`, naming the first missing key or wrong shape in a `ModelFileError`."""
+    expected = {key: tensor.shape for key, tensor in module.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ModelFileError(f"{source} is not a {what}: missing {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}")
+    for key in expected:
+        if tuple(state[key].shape) != tuple(expected[key]):
+            raise ModelFileError(f"{source}: {key} has shape {tuple(state[key].shape)}, expected {tuple(expected[key])}")
+    module.load_state_dict({key: state[key].float() for key in expected})
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
