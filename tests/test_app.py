@@ -14,6 +14,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from nstdiff.settings import Settings
+from tests.conftest import mean_rgb
 from tests.servers import RunningServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,19 @@ def test_stylize_returns_a_png_of_the_requested_size(client, images):
     image = Image.open(path)
     assert image.format == "PNG" and image.size == (40, 33)
     assert "encoder **random**" in info and "seed **3**" in info
+
+
+def test_adain_alpha_from_the_form_changes_the_result_and_bad_options_are_explained(client, images):
+    from gradio_client.exceptions import AppError
+
+    args = {**stylize_args(images, size=40, steps=8), "method": "adain"}
+    pictures = [Image.open(client.predict(**args, adain_alpha=alpha, api_name="/stylize")[0]) for alpha in (0.0, 1.0)]
+    content = mean_rgb(Image.open(images["content"]))
+    kept, styled = (mean_rgb(p) for p in pictures)
+    assert abs(kept - content).max() < 6  # alpha 0: the content
+    assert styled[0] - styled[2] > kept[0] - kept[2] + 20  # alpha 1: toward the red style
+    with pytest.raises(AppError, match="invalid options for method 'adain': layers.*unknown|unknown layer"):
+        client.predict(**args, adain_layers="relu9_9", api_name="/stylize")
 
 
 def test_progress_arrives_and_cancel_stops_the_job(client, images):
@@ -114,11 +128,15 @@ def test_history_survives_a_restart_and_reloads_parameters(client, images, app_s
     assert kept.parent == app_settings.outputs_dir / "inputs" and kept.is_file()  # uploads may vanish; copies stay
     reused = client.predict(latest.id, api_name="/reuse")
     assert reused[3] == "gram" and reused[9] == 3 and reused[10] == "random"
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/stylize"]["parameters"]
+    option_keys = [p["parameter_name"] for p in api][13:]  # after the form's 13 inputs: one per method option
+    assert reused[12 + option_keys.index("gram_tv_weight")] == 3.0  # the method's resolved options come back too
 
 
 def test_models_panel_and_fetch_refused_offline(client):
     table = client.predict(api_name="/models")
-    assert {row[0]: row[1] for row in table["data"]} == {"vgg16": "missing", "vgg19": "missing"}
+    status = {row[0]: row[1] for row in table["data"]}
+    assert status["vgg16"] == status["vgg19"] == status["adain-vgg19-normalised"] == "missing"
     with pytest.raises(Exception, match="downloads are disabled"):
         client.predict("vgg16", api_name="/fetch_model")
 

@@ -43,3 +43,17 @@ def test_request_from_form_values(images):
     with pytest.raises(InputError, match="size: Input should be less than or equal to 4096"):
         image_request(method="gram", content=None, styles=["s.png"], weights="", size=9000, steps=0, seed=0,
                       encoder="random", strength=0.5, preserve_color="none", style_scale=1.0)
+
+
+def test_method_options_become_widgets_and_come_back_as_options():
+    from nstdiff.registry import get_method
+    from ui.forms import method_options, option_fields
+
+    fields = {f.name: f for f in option_fields(get_method("adain").info())}
+    assert "decoder" not in fields  # a file path is not a form field
+    assert fields["alpha"].kind == "number" and fields["alpha"].nullable and fields["alpha"].maximum == 1
+    assert fields["variant"].choices == ("auto", "decoder", "optimise")
+    values = {"adain_alpha": None, "adain_layers": "relu1_1, relu3_1", "adain_variant": "optimise",
+              "gram_tv_weight": 9.0}
+    assert method_options(list(fields.values()), "adain", values) == {"layers": ["relu1_1", "relu3_1"],
+                                                                     "variant": "optimise"}

@@ -6,6 +6,7 @@ stack trace, and the server keeps serving.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import tempfile
 import threading
@@ -20,12 +21,33 @@ from nstdiff.registry import TABS_GROUP, plugins
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, RunResult
 from nstdiff.settings import Settings, get_settings
 from nstdiff.store import HistoryEntry, Store
-from ui.forms import bounds, image_request, painted_mask
+from ui.forms import OptionField, bounds, image_request, method_options, option_fields, painted_mask
 
 log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
 GPU = {"concurrency_id": "gpu"}
 ENCODERS = ["auto", "vgg19", "vgg16", "vgg19-normalised", "random"]
+# The Image style form's inputs, in order: the names of the `/stylize` API's parameters (method options follow).
+IMAGE_FORM = ("content", "styles", "weights", "method", "strength", "preserve_color", "style_scale", "size", "steps",
+              "seed", "encoder", "mask_file", "mask_paint")
+
+
+def named_handler(fn: Callable[[dict[str, Any], gr.Request, gr.Progress], Any], names: list[str],
+                  defaults: dict[str, Any] | None = None) -> Callable:
+    """`fn(values, request, progress)` as a Gradio handler with one named parameter per input, so a form with a
+    variable number of widgets (one per method option) still gets a named API (`client.predict(adain_alpha=…)`)."""
+    def handler(*args):
+        *values, request, progress = args  # Gradio inserts these two at their places in the signature: the end
+        return fn(dict(zip(names, values)), request, progress)
+
+    P = inspect.Parameter
+    handler.__signature__ = inspect.Signature(
+        [P(name, P.POSITIONAL_OR_KEYWORD, **({"default": defaults[name]} if name in (defaults or {}) else {}))
+         for name in names]
+        + [P("request", P.POSITIONAL_OR_KEYWORD, default=None),
+           P("progress", P.POSITIONAL_OR_KEYWORD, default=gr.Progress())])
+    handler.__annotations__ = {"request": gr.Request}  # Gradio finds the request by this annotation
+    return handler
 
 
 class Jobs:
@@ -82,6 +104,8 @@ class App:
         self.executor = executor or InProcessExecutor(self.settings)
         self.store = Store(self.settings.outputs_dir)
         self.jobs = Jobs()
+        self.image_methods = [m for m in self.executor.methods() if m.modality == "image"]
+        self.option_fields: list[OptionField] = [f for m in self.image_methods for f in option_fields(m)]
 
     # -- handlers --------------------------------------------------------------------------------------------
 
@@ -108,13 +132,18 @@ class App:
         entry, result = self.execute(request, session, progress)
         return str(entry.output), describe(result)
 
-    def stylize(self, content, styles, weights, method, strength, preserve_color, style_scale, size, steps, seed,
-                encoder, mask_file, mask_paint, request: gr.Request, progress=gr.Progress()):
+    def stylize(self, values: dict[str, Any], request: gr.Request, progress: gr.Progress):
+        """The Image style form (`IMAGE_FORM` plus the chosen method's option widgets) as a job."""
         with tempfile.TemporaryDirectory() as tmp:
-            mask = _path(mask_file) if mask_file else painted_mask(mask_paint, Path(tmp))
-            job = self.form_request(method=method, content=content, styles=styles, weights=weights, size=size,
-                                    steps=steps, seed=seed, encoder=encoder, strength=strength,
-                                    preserve_color=preserve_color, style_scale=style_scale, mask=mask)
+            mask_file = values.get("mask_file")
+            mask = _path(mask_file) if mask_file else painted_mask(values.get("mask_paint"), Path(tmp))
+            method = values["method"]
+            job = self.form_request(
+                method=method, content=values.get("content"), styles=values.get("styles"),
+                weights=values.get("weights"), size=values["size"], steps=values.get("steps"),
+                seed=values.get("seed"), encoder=values["encoder"], strength=values["strength"],
+                preserve_color=values["preserve_color"], style_scale=values["style_scale"], mask=mask,
+                options=method_options(self.option_fields, method, values))
             return self.run(job, request.session_hash, progress)
 
     def texture(self, styles, size, steps, seed, encoder, request: gr.Request, progress=gr.Progress()):
@@ -157,10 +186,12 @@ class App:
         if not isinstance(p.get("controls"), dict) or "styles" not in p:
             raise gr.Error(f"This result was made by '{entry.method}', not an image method; its settings are in the "
                            "Parameters box.")
-        controls = p["controls"]
+        controls, options = p["controls"], p.get("options") or {}
+        option_values = [field.form_value(options[field.name]) if field.method == p["method"] and field.name in options
+                         else gr.update() for field in self.option_fields]
         return (p["content"], [s["image"] for s in p["styles"]], ", ".join(str(s["weight"]) for s in p["styles"]),
                 p["method"], controls["strength"], controls["preserve_color"], controls["style_scale"], p["size"],
-                p["steps"] or 0, p["seed"], p["encoder"], controls["mask"])
+                p["steps"] or 0, p["seed"], p["encoder"], controls["mask"], *option_values)
 
     def models_table(self) -> list[list[str]]:
         return [[m.name, "ready" if m.ready else "missing", str(m.path), m.description]
@@ -187,7 +218,7 @@ class App:
     # -- layout ------------------------------------------------------------------------------------------------
 
     def build(self) -> gr.Blocks:
-        image_methods = [m for m in self.executor.methods() if m.modality == "image"]
+        image_methods = self.image_methods
         with gr.Blocks(title="nstdiff") as demo:
             gr.Markdown("# nstdiff\nRestyle a photo with a painting, or grow a texture from one.")
             with gr.Tab("Image style", id="image"):
@@ -219,6 +250,12 @@ class App:
                             seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1,
                                              elem_id="seed")
                         encoder = gr.Dropdown(ENCODERS, value=self.settings.default_encoder, label="Encoder")
+                        option_groups, option_widgets = {}, []
+                        for m in image_methods:  # each method's own controls (AdaIN's alpha, Gram's weights, …)
+                            with gr.Accordion(f"{m.title}: options", open=m.name == "adain",
+                                              visible=m.name == method.value) as group:
+                                option_widgets += [option_widget(f) for f in self.option_fields if f.method == m.name]
+                            option_groups[m.name] = group
                         with gr.Accordion("Region mask", open=False):
                             gr.Markdown("White = style 1, red = style 2, green = style 3 …, black = leave untouched.")
                             mask_file = gr.File(file_types=["image"], label="Upload a mask", elem_id="mask")
@@ -271,16 +308,21 @@ class App:
                 fetch_log = gr.Textbox(label="Fetch log", lines=3)
 
             form = [content, styles, weights, method, strength, preserve, style_scale, size, steps, seed, encoder]
+            stylize = named_handler(self.stylize, [*IMAGE_FORM, *(f.key for f in self.option_fields)],
+                                    {f.key: f.form_value(f.default) for f in self.option_fields})
+            method.change(lambda name: [gr.update(visible=key == name) for key in option_groups], method,
+                          list(option_groups.values()), queue=False, api_name=False, show_progress="hidden")
             limit = self.gpu_queue
             submitted = run.click(self.submit, None, None, queue=False, api_name=False)
-            job = submitted.then(self.stylize, [*form, mask_file, mask_paint], [output, info], api_name="stylize", **limit)
+            job = submitted.then(stylize, [*form, mask_file, mask_paint, *option_widgets], [output, info],
+                                 api_name="stylize", **limit)
             job.then(self.history, None, gallery, api_name=False)
             stop.click(self.cancel, None, status, api_name="cancel", queue=False)
             example_job = example.click(
                 lambda: (str(EXAMPLES / "photo.jpg"), [str(EXAMPLES / "painting.jpg")], 256, 0), None,
                 [content, styles, size, steps], queue=False, api_name=False,
             ).then(self.submit, None, None, queue=False, api_name=False).then(
-                self.stylize, [*form, mask_file, mask_paint], [output, info], api_name=False, **limit)
+                stylize, [*form, mask_file, mask_paint, *option_widgets], [output, info], api_name=False, **limit)
             example_job.then(self.history, None, gallery, api_name=False)
             t_submitted = t_run.click(self.submit, None, None, queue=False, api_name=False)
             t_job = t_submitted.then(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
@@ -290,11 +332,29 @@ class App:
                 extension_job.then(self.history, None, gallery, api_name=False)
             history_tab.select(self.history, None, gallery, api_name="history")
             gallery.select(self.select_history, None, [selected, params], api_name=False)
-            reuse.click(self.reuse, selected, [*form, mask_file], api_name="reuse")
+            reuse.click(self.reuse, selected, [*form, mask_file, *option_widgets], api_name="reuse")
             models_tab.select(self.models_table, None, table, api_name="models")
             fetch.click(self.fetch, model_name, [table, fetch_log], api_name="fetch_model", **limit)
             demo.load(self.history, None, gallery, api_name=False)
         return demo
+
+
+def option_widget(field: OptionField) -> gr.components.Component:
+    """The widget for one method option; its bounds and help come from the options model."""
+    common = {"label": field.label, "info": field.description or None, "value": field.form_value(field.default),
+              "elem_id": field.key}
+    if field.kind == "choice":
+        return gr.Dropdown(list(field.choices), **common)
+    if field.kind == "boolean":
+        return gr.Checkbox(**common)
+    if field.kind == "list":
+        return gr.Textbox(placeholder="comma-separated", **common)
+    bounded = field.minimum is not None and field.maximum is not None and field.maximum - field.minimum <= 10
+    if bounded and not field.nullable:
+        return gr.Slider(minimum=field.minimum, maximum=field.maximum, step=0.01 if field.kind == "number" else 1,
+                         **common)
+    return gr.Number(minimum=field.minimum, maximum=field.maximum, precision=0 if field.kind == "integer" else None,
+                     **common)
 
 
 def _path(file: Any) -> str:

@@ -1,6 +1,7 @@
 """Turning form values into typed requests, and typed models into widget settings. No Gradio, no torch: testable."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from nstdiff.errors import InputError
 from nstdiff.registry import format_validation_error
-from nstdiff.schema import Controls, ImageStyleRequest
+from nstdiff.schema import Controls, ImageStyleRequest, MethodInfo
 
 
 def bounds(model: type[BaseModel], name: str) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def painted_mask(editor_value: dict | None, tmp_dir: Path) -> Path | None:
 def image_request(
     *, method: str, content: str | None, styles: list[str], weights: str | None, size: int, steps: int | None,
     seed: int | None, encoder: str, strength: float, preserve_color: str, style_scale: float,
-    mask: str | Path | None = None,
+    mask: str | Path | None = None, options: dict[str, Any] | None = None,
 ) -> ImageStyleRequest:
     """Build and validate a request from form values; a bad value raises `InputError` naming the field."""
     if not styles:
@@ -73,6 +74,79 @@ def image_request(
             method=method, content=content or None, size=int(size), steps=int(steps) if steps else None,
             seed=int(seed) if seed is not None and seed >= 0 else None, encoder=encoder,
             styles=[{"image": s, "weight": w} for s, w in zip(styles, blend)], controls=Controls(**controls),
+            options=options or {},
         )
     except ValidationError as exc:
         raise InputError(format_validation_error(exc)) from None
+
+
+@dataclass(frozen=True)
+class OptionField:
+    """One method option as a form widget, read from the method's options JSON schema (no torch, no Gradio)."""
+
+    method: str
+    name: str
+    kind: str  # number, integer, choice, boolean, list
+    default: Any
+    description: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+
+    @property
+    def key(self) -> str:
+        """The form's (and the API's) parameter name, e.g. `adain_alpha`."""
+        return f"{self.method}_{self.name}"
+
+    @property
+    def label(self) -> str:
+        return self.name.replace("_", " ").capitalize() + (" (empty = automatic)" if self.nullable else "")
+
+    def form_value(self, value: Any) -> Any:
+        """An option's value as the widget shows it (lists as comma-separated text)."""
+        if self.kind == "list":
+            return ", ".join(str(v) for v in value) if value else ""
+        return value
+
+    def parse(self, value: Any) -> Any:
+        """The widget's value as the option's value; None = leave it to the method's default."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if self.kind == "list":
+            return [part.strip() for part in str(value).split(",") if part.strip()]
+        if self.kind == "integer":
+            return int(value)
+        return value
+
+
+def option_fields(method: MethodInfo) -> list[OptionField]:
+    """The options of `method` a form can offer: numbers, choices, switches and lists. File paths are left to the
+    API and CLI (the app's uploads go through the request's own fields)."""
+    fields = []
+    for name, spec in method.options_schema.get("properties", {}).items():
+        variants = spec.get("anyOf", [spec])
+        nullable = any(v.get("type") == "null" for v in variants)
+        main = next((v for v in variants if v.get("type") != "null"), {})
+        kind = {"number": "number", "integer": "integer", "boolean": "boolean", "array": "list"}.get(main.get("type"))
+        if "enum" in main:
+            kind = "choice"
+        if kind is None or main.get("format") == "path":
+            continue
+        fields.append(OptionField(
+            method=method.name, name=name, kind=kind, default=spec.get("default"),
+            description=spec.get("description", ""), minimum=main.get("minimum"), maximum=main.get("maximum"),
+            choices=tuple(main.get("enum", ())), nullable=nullable,
+        ))
+    return fields
+
+
+def method_options(fields: list[OptionField], method: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The options the form sets for `method` (empty widgets left out), keyed by option name."""
+    options = {}
+    for field in fields:
+        if field.method == method:
+            value = field.parse(values.get(field.key))
+            if value is not None:
+                options[field.name] = value
+    return options
