@@ -41,6 +41,8 @@ def _scalar_type(annotation: Any):
         return str, [str(a) for a in args]
     if origin is list and args and args[0] in (str, float, int):
         return (lambda text, t=args[0]: [t(x.strip()) for x in text.split(",") if x.strip()]), None
+    if annotation is bool:
+        return bool, None
     if annotation in (int, float, str):
         return annotation, None
     return None
@@ -56,8 +58,13 @@ def add_options_flags(parser: argparse.ArgumentParser, models: Sequence[type[Bas
             if name in added or kind is None:
                 continue
             convert, choices = kind
-            group.add_argument(_flag(name), dest=f"opt_{name}", type=convert, choices=choices, default=None,
-                               help=f"[{model.__name__.removesuffix('Options').lower()}] {_field_help(model, name)}")
+            where = f"[{model.__name__.removesuffix('Options').lower()}] {_field_help(model, name)}"
+            if convert is bool:
+                group.add_argument(_flag(name), dest=f"opt_{name}", action=argparse.BooleanOptionalAction,
+                                   default=None, help=where)
+            else:
+                group.add_argument(_flag(name), dest=f"opt_{name}", type=convert, choices=choices, default=None,
+                                   help=where)
             added.append(name)
     return added
 
@@ -70,17 +77,20 @@ def _weights(text: str) -> list[float]:
 
 
 def _common_image_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--style", action="append", required=True, type=Path, help="style image (repeat for several)")
+    parser.add_argument("--style", action="append", default=[], type=Path, help="style image (repeat for several)")
     parser.add_argument("--style-weights", type=_weights, help="blend weights, one per --style, e.g. 0.7,0.3")
-    parser.add_argument("--method", default="gram", help="method name (see `nstdiff methods`)")
+    parser.add_argument("--prompt", help="a text style, e.g. 'ukiyo-e woodblock print' (diffusion methods)")
+    parser.add_argument("--method", default="auto", help="method name (see `nstdiff methods`), or auto: a text style "
+                        "goes to diffusion-text, a style image to gram (diffusion-reference on a GPU with a ready "
+                        "model); diffusion: the diffusion method for the inputs given")
     parser.add_argument("--size", type=int, default=ImageStyleRequest.model_fields["size"].default,
                         help=ImageStyleRequest.model_fields["size"].description)
     parser.add_argument("--steps", type=int, help="optimisation steps (default: the method's)")
     parser.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
     parser.add_argument("--encoder", default="auto", help="auto (settings' default_encoder, else best ready), vgg19, "
                         "vgg16, vgg19-normalised or random")
-    parser.add_argument("--strength", type=float, default=Controls.model_fields["strength"].default,
-                        help=_field_help(Controls, "strength"))
+    parser.add_argument("--strength", type=float, help=_field_help(Controls, "strength") + "; a preset suggests "
+                        "its own")
     parser.add_argument("--style-scale", type=float, default=Controls.model_fields["style_scale"].default,
                         help=_field_help(Controls, "style_scale"))
     parser.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
@@ -104,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="hex colour of each style's region, e.g. '#ffffff,#ff0000'")
     add_options_flags(stylize, option_models)
 
-    texture = commands.add_parser("texture", help="synthesise a texture from a style image (no content)")
+    texture = commands.add_parser("texture", help="a new image: a texture from a style image, or txt2img from --prompt")
     _common_image_flags(texture)
     add_options_flags(texture, option_models)
 
@@ -131,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true")
 
     commands.add_parser("methods", help="list the registered methods")
+    commands.add_parser("presets", help="list the style presets (built in and your presets_file)")
     models = commands.add_parser("models", help="list or fetch model weights")
     model_commands = models.add_subparsers(dest="models_command", required=True)
     model_commands.add_parser("list", help="each model, where it is and whether it is ready")
@@ -180,13 +191,16 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
     if len(weights) != len(args.style):
         raise InputError(f"--style-weights has {len(weights)} values for {len(args.style)} styles; give one each")
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
-    controls = {"strength": args.strength, "style_scale": args.style_scale}
+    controls = {"style_scale": args.style_scale}
+    if args.strength is not None:
+        controls["strength"] = args.strength
     if content is not None:
         controls.update(preserve_color=args.preserve_color, mask=args.mask, mask_colors=args.mask_colors)
     return ImageStyleRequest(
         method=args.method,
         content=content,
         styles=[{"image": s, "weight": w} for s, w in zip(args.style, weights)],
+        prompt=args.prompt,
         size=args.size,
         steps=args.steps,
         seed=args.seed,
@@ -242,10 +256,10 @@ def _models(args: argparse.Namespace) -> int:
 
     if args.models_command == "list":
         rows = list_models()
-        print(f"{'name':8} {'ready':6} {'path':60} description")
+        print(f"{'name':28} {'ready':6} {'path':60} description")
         for row in rows:
-            print(f"{row.name:8} {'yes' if row.ready else 'no':6} {str(row.path):60} {row.description}")
-        print("random   yes    (built in, for tests)")
+            print(f"{row.name:28} {'yes' if row.ready else 'no':6} {str(row.path):60} {row.description}")
+        print(f"{'random':28} {'yes':6} {'(built in, for tests)':60}")
         return 0
     fetch_model(args.name, source=args.source, message=lambda m: print(m, file=sys.stderr))
     return 0
@@ -279,6 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "models":
             return _models(args)
+        if args.command == "presets":
+            from nstdiff.diffusion.presets import load_presets
+
+            for preset in load_presets().values():
+                print(f"{preset.name:22} {preset.strength:4.2f}  {preset.prompt}")
+            return 0
         if hasattr(args, "handler"):  # an extension's command
             return args.handler(args)
     except ValidationError as exc:

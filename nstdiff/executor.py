@@ -15,7 +15,8 @@ from pydantic import BaseModel, ValidationError
 
 from nstdiff.errors import Cancelled, InputError
 from nstdiff.registry import format_validation_error, get_method, list_methods
-from nstdiff.schema import MethodInfo, ProgressEvent
+from nstdiff.routing import ROUTED, route
+from nstdiff.schema import ImageStyleRequest, MethodInfo, ProgressEvent
 from nstdiff.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # torch is imported only when a job runs, so front ends can import this module cheaply
@@ -102,6 +103,12 @@ class Executor(Protocol):
     def fetch_model(self, name: str, message: Callable[[str], None] | None = None) -> Any:
         """Fetch a missing model, reporting status lines."""
 
+    def presets(self) -> list[Any]:
+        """The style presets (built in and the person's own)."""
+
+    def families(self) -> dict[str, str]:
+        """Diffusion model families: name → title."""
+
 
 class InProcessExecutor:
     """Runs each request in the calling thread on the configured device."""
@@ -122,9 +129,29 @@ class InProcessExecutor:
 
         return fetch_model(name, settings=self.settings, message=message)
 
+    def presets(self) -> list[Any]:
+        from nstdiff.diffusion.presets import load_presets
+
+        return list(load_presets(self.settings).values())
+
+    def families(self) -> dict[str, str]:
+        from nstdiff.diffusion.catalogue import load_catalogue
+
+        return {name: family.title for name, family in load_catalogue().families.items()}
+
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
         settings = self.settings or get_settings()
-        method = get_method(request.get("method", "gram") if isinstance(request, dict) else request.method)
+        name = request.get("method", "auto") if isinstance(request, dict) else request.method
+        routed = None
+        if name in ROUTED:
+            try:
+                image_request = ImageStyleRequest.model_validate(
+                    request.model_dump() if isinstance(request, BaseModel) else request)
+            except ValidationError as exc:
+                raise InputError(f"invalid request: {format_validation_error(exc)}") from None
+            name, routed = route(image_request, settings)
+            request = image_request.model_copy(update={"method": name})
+        method = get_method(name)
         if not isinstance(request, method.request_model):
             try:
                 request = method.request_model.model_validate(
@@ -138,6 +165,8 @@ class InProcessExecutor:
             torch.set_num_threads(settings.threads)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         context = RunContext(settings, pick_device(settings.device), seed, progress, cancel)
+        if routed:
+            context.notes.append(routed)
         return method.execute(request, context)
 
 

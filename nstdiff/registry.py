@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODULES = ("nstdiff.methods.gram", "nstdiff.methods.adain")
+BUILTIN_MODULES = ("nstdiff.methods.gram", "nstdiff.methods.adain", "nstdiff.methods.diffusion_text",
+                   "nstdiff.methods.diffusion_reference", "nstdiff.methods.chain")
 ENTRY_POINT_GROUP = "nstdiff.methods"
 COMMANDS_GROUP = "nstdiff.commands"
 TABS_GROUP = "nstdiff.tabs"
@@ -44,6 +45,8 @@ class Capabilities:
     color_controls: bool = False  # honours Controls.preserve_color
     needs_gpu: bool = False  # usable on CPU only for tests/previews
     uses_encoder: bool = False  # honours `encoder`
+    style_images: str = "required"  # required, optional or unused: the request's style images
+    prompt: str = "unused"  # required, optional or unused: the request's text prompt (or a preset)
 
 
 class Method(ABC):

@@ -68,16 +68,22 @@ class Controls(Frozen):
         return ["#%02x%02x%02x" % parse_hex(c) for c in colors]  # one spelling, so duplicates are caught
 
 
-class ImageStyleRequest(Frozen):
-    """Restyle `content` with `styles` (or synthesise a texture when there is no content)."""
+MAX_PROMPT_CHARS = 1000
 
-    method: str = Field("gram", description="A registered method name (see `nstdiff methods`).")
-    content: ImageRef | None = Field(None, description="The photo to restyle; none = texture synthesis.")
-    styles: list[StyleImage] = Field(..., min_length=1, max_length=MAX_STYLES)
+
+class ImageStyleRequest(Frozen):
+    """Restyle `content` with style images and/or a text style, or make a new image when there is no content."""
+
+    method: str = Field("auto", description="A method name (see `nstdiff methods`), or auto: chosen from the inputs.")
+    content: ImageRef | None = Field(None, description="The photo to restyle; none = texture synthesis / txt2img.")
+    styles: list[StyleImage] = Field(default_factory=list, max_length=MAX_STYLES)
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS,
+                               description="A text style, e.g. 'ukiyo-e woodblock print' (diffusion methods).")
     size: int = Field(512, ge=16, le=4096, description="Longest side of the output, in pixels.")
-    steps: int | None = Field(None, ge=1, le=10_000, description="Optimisation steps; None = the method's default.")
+    steps: int | None = Field(None, ge=1, le=10_000, description="Optimisation / denoising steps; None = the method's.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="None draws a seed, reported in the result.")
-    encoder: str = Field("auto", description="Feature encoder: auto (best available), vgg19, vgg16, vgg19-normalised, random.")
+    encoder: str = Field("auto", description="Feature encoder: auto (best available), vgg19, vgg16, vgg19-normalised, "
+                         "random.")
     controls: Controls = Field(default_factory=Controls)
     options: dict[str, Any] = Field(default_factory=dict, description="Method-specific options (validated by it).")
 
@@ -91,6 +97,18 @@ class ImageStyleRequest(Frozen):
                 {"image": s} if isinstance(s, (str, Path, Image.Image)) else s for s in data["styles"]
             ]
         return data
+
+    @field_validator("prompt")
+    @classmethod
+    def _blank_prompt_is_none(cls, prompt: str | None) -> str | None:
+        return prompt.strip() or None if prompt is not None else None
+
+    @model_validator(mode="after")
+    def _needs_a_style(self) -> "ImageStyleRequest":
+        if not self.styles and self.prompt is None and not self.options.get("preset"):
+            raise ValueError("give a style: a style image, a text prompt such as 'ukiyo-e woodblock print', or a "
+                             "preset")
+        return self
 
     @property
     def style_weights(self) -> list[float]:
@@ -110,6 +128,8 @@ class MethodInfo(Frozen):
     color_controls: bool
     needs_gpu: bool
     uses_encoder: bool
+    style_images: str
+    prompt: str
     options_schema: dict[str, Any]
 
 

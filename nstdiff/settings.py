@@ -37,8 +37,17 @@ class Settings(BaseSettings):
     queue_max_size: int = Field(16, ge=1, le=10_000, description="Waiting jobs beyond this are refused.")
     max_upload_mb: int = Field(64, ge=1, le=4096, description="Largest file the app accepts.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # diffusion
+    diffusion_family: str = Field("sd15", description="Model family of the diffusion methods (configs/diffusion.toml).")
+    diffusion_dtype: Literal["auto", "fp16", "bf16", "fp32"] = Field(
+        "auto", description="auto: fp16 on CUDA, fp32 elsewhere.")
+    attention_slicing: bool = Field(False, description="Less GPU memory for attention, a little slower.")
+    vae_tiling: bool = Field(False, description="Decode large images in tiles (less memory).")
+    cpu_offload: bool = Field(False, description="Keep idle model parts in CPU memory (GPUs with little memory).")
+    keep_pipelines_warm: bool = Field(True, description="Keep the loaded diffusion model between requests.")
+    presets_file: Path | None = Field(None, description="Your own style presets (TOML), added to the built-in ones.")
 
-    @field_validator("cache_dir", "outputs_dir", "models_dir")
+    @field_validator("cache_dir", "outputs_dir", "models_dir", "presets_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(os.path.expandvars(str(value))).expanduser()

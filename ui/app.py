@@ -1,4 +1,5 @@
-"""The Gradio Blocks app: Image style, Texture, History and Models tabs over one executor and one result store.
+"""The Gradio Blocks app: Image style, Text style, Style reference, Texture, the extensions' tabs (Audio, 3D),
+History and Models, over one executor and one result store.
 
 Every heavy event shares the concurrency id "gpu" with a limit of `settings.gpu_slots`, so jobs queue for the
 device instead of fighting over it. Errors from the core reach the person as their message (`gr.Error`), never as a
@@ -21,7 +22,9 @@ from nstdiff.registry import TABS_GROUP, plugins
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, RunResult
 from nstdiff.settings import Settings, get_settings
 from nstdiff.store import HistoryEntry, Store
-from ui.forms import OptionField, bounds, image_request, method_options, option_fields, painted_mask
+from ui.diffusion_tabs import build_reference_tab, build_text_tab
+from ui.forms import (OptionField, bounds, image_request, method_options, option_fields, painted_mask,
+                      upload_path)
 
 log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
@@ -104,7 +107,9 @@ class App:
         self.executor = executor or InProcessExecutor(self.settings)
         self.store = Store(self.settings.outputs_dir)
         self.jobs = Jobs()
-        self.image_methods = [m for m in self.executor.methods() if m.modality == "image"]
+        # the Image style tab: methods that take style images and an encoder (gram, adain, chain); the diffusion
+        # methods have their own tabs
+        self.image_methods = [m for m in self.executor.methods() if m.modality == "image" and m.uses_encoder]
         self.option_fields: list[OptionField] = [f for m in self.image_methods for f in option_fields(m)]
 
     # -- handlers --------------------------------------------------------------------------------------------
@@ -136,7 +141,7 @@ class App:
         """The Image style form (`IMAGE_FORM` plus the chosen method's option widgets) as a job."""
         with tempfile.TemporaryDirectory() as tmp:
             mask_file = values.get("mask_file")
-            mask = _path(mask_file) if mask_file else painted_mask(values.get("mask_paint"), Path(tmp))
+            mask = upload_path(mask_file) if mask_file else painted_mask(values.get("mask_paint"), Path(tmp))
             method = values["method"]
             job = self.form_request(
                 method=method, content=values.get("content"), styles=values.get("styles"),
@@ -155,8 +160,8 @@ class App:
     def form_request(*, content, styles, **values) -> ImageStyleRequest:
         """Uploaded files and form values as a request; a bad value reaches the person as a message."""
         try:
-            return image_request(content=_path(content) if content else None,
-                                 styles=[_path(s) for s in styles or []], **values)
+            return image_request(content=upload_path(content) if content else None,
+                                 styles=[upload_path(s) for s in styles or []], **values)
         except NstdiffError as exc:
             raise gr.Error(str(exc), title="Check the inputs")
 
@@ -220,7 +225,7 @@ class App:
     def build(self) -> gr.Blocks:
         image_methods = self.image_methods
         with gr.Blocks(title="nstdiff") as demo:
-            gr.Markdown("# nstdiff\nRestyle a photo with a painting, or grow a texture from one.")
+            gr.Markdown("# nstdiff\nRestyle a photo with a painting or with words, or grow a texture from one.")
             with gr.Tab("Image style", id="image"):
                 with gr.Row():
                     with gr.Column():
@@ -231,11 +236,9 @@ class App:
                                          elem_id="styles")
                         weights = gr.Textbox(label="Blend weights", placeholder="e.g. 0.7, 0.3 (empty: equal)",
                                              elem_id="weights")
-                        names = [m.name for m in image_methods]
-                        method = gr.Dropdown([(m.title, m.name) for m in image_methods], label="Method",
-                                             value=ImageStyleRequest.model_fields["method"].default
-                                             if ImageStyleRequest.model_fields["method"].default in names else names[0],
-                                             elem_id="method")
+                        method = gr.Dropdown([("Automatic (picks for the inputs)", "auto")]
+                                             + [(m.title, m.name) for m in image_methods], label="Method",
+                                             value="auto", elem_id="method")
                         strength = gr.Slider(label="Strength", step=0.05, **bounds(Controls, "strength"),
                                              elem_id="strength")
                         preserve = gr.Radio([c.value for c in PreserveColor], value="none",
@@ -271,10 +274,12 @@ class App:
                                           elem_id="result")
                         info = gr.Markdown(elem_id="result-info")
                         status = gr.Markdown()
-                content.change(lambda f: (_path(f), _path(f)) if f else (None, None), content, [preview, mask_paint],
-                               show_progress="hidden", queue=False, api_name=False)
+                content.change(lambda f: (upload_path(f), upload_path(f)) if f else (None, None), content,
+                               [preview, mask_paint], show_progress="hidden", queue=False, api_name=False)
                 example = gr.Button("Try it: the bundled photo in the style of the bundled painting (256 px)",
                                     elem_id="example")
+
+            diffusion_jobs = build_text_tab(self) + build_reference_tab(self)
 
             with gr.Tab("Texture", id="texture"):
                 with gr.Row():
@@ -328,7 +333,7 @@ class App:
             t_job = t_submitted.then(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
                                 api_name="texture", **limit)
             t_job.then(self.history, None, gallery, api_name=False)
-            for extension_job in extension_jobs:
+            for extension_job in diffusion_jobs + extension_jobs:
                 extension_job.then(self.history, None, gallery, api_name=False)
             history_tab.select(self.history, None, gallery, api_name="history")
             gallery.select(self.select_history, None, [selected, params], api_name=False)
@@ -357,5 +362,3 @@ def option_widget(field: OptionField) -> gr.components.Component:
                      **common)
 
 
-def _path(file: Any) -> str:
-    return file if isinstance(file, str) else getattr(file, "name", str(file))

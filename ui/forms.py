@@ -15,6 +15,11 @@ from nstdiff.registry import format_validation_error
 from nstdiff.schema import Controls, ImageStyleRequest, MethodInfo
 
 
+def upload_path(file: Any) -> str:
+    """The path of a Gradio upload (a path string or a file object)."""
+    return file if isinstance(file, str) else getattr(file, "name", str(file))
+
+
 def bounds(model: type[BaseModel], name: str) -> dict[str, Any]:
     """minimum/maximum/value/info for a slider, read from a field's constraints and description."""
     info = model.model_fields[name]
@@ -60,11 +65,11 @@ def painted_mask(editor_value: dict | None, tmp_dir: Path) -> Path | None:
 def image_request(
     *, method: str, content: str | None, styles: list[str], weights: str | None, size: int, steps: int | None,
     seed: int | None, encoder: str, strength: float, preserve_color: str, style_scale: float,
-    mask: str | Path | None = None, options: dict[str, Any] | None = None,
+    mask: str | Path | None = None, options: dict[str, Any] | None = None, prompt: str | None = None,
 ) -> ImageStyleRequest:
     """Build and validate a request from form values; a bad value raises `InputError` naming the field."""
-    if not styles:
-        raise InputError("add at least one style image")
+    if not styles and not (prompt or "").strip() and not (options or {}).get("preset"):
+        raise InputError("add at least one style image (or describe a style in words in the Text style tab)")
     blend = parse_weights(weights, len(styles))
     controls: dict[str, Any] = {"strength": strength, "style_scale": style_scale}
     if content:
@@ -74,7 +79,7 @@ def image_request(
             method=method, content=content or None, size=int(size), steps=int(steps) if steps else None,
             seed=int(seed) if seed is not None and seed >= 0 else None, encoder=encoder,
             styles=[{"image": s, "weight": w} for s, w in zip(styles, blend)], controls=Controls(**controls),
-            options=options or {},
+            options=options or {}, prompt=prompt,
         )
     except ValidationError as exc:
         raise InputError(format_validation_error(exc)) from None
@@ -96,8 +101,8 @@ class OptionField:
 
     @property
     def key(self) -> str:
-        """The form's (and the API's) parameter name, e.g. `adain_alpha`."""
-        return f"{self.method}_{self.name}"
+        """The form's (and the API's) parameter name, e.g. `adain_alpha`, `diffusion_text_guidance`."""
+        return f"{self.method.replace('-', '_')}_{self.name}"
 
     @property
     def label(self) -> str:

@@ -49,6 +49,8 @@ class ImageJob:
     encoder: str
     seed: int
     regions: RegionMasks | None = None
+    prompt: str | None = None
+    strength_is_default: bool = False  # the person did not set strength (a preset may suggest one)
 
 
 @dataclass
@@ -80,6 +82,13 @@ class ImageMethod(Method):
         caps, controls = self.capabilities, request.controls
         if request.content is None and caps.needs_content:
             raise InputError(f"method '{self.name}' needs a content image")
+        if not request.styles and caps.style_images == "required":
+            raise InputError(f"method '{self.name}' needs a style image; for a text style use method diffusion-text "
+                             "(or auto)")
+        if request.styles and caps.style_images == "unused":
+            raise InputError(f"method '{self.name}' takes no style image; use diffusion-reference or auto for one")
+        if request.prompt is not None and caps.prompt == "unused":
+            raise InputError(f"method '{self.name}' does not read a text prompt; use diffusion-text, chain or auto")
         if controls.mask is not None and not caps.masks:
             raise InputError(f"method '{self.name}' does not support masks")
         if controls.preserve_color is not PreserveColor.none:
@@ -128,6 +137,8 @@ class ImageMethod(Method):
             encoder=request.encoder,
             seed=context.seed,
             regions=regions.at(height, width) if regions is not None else None,
+            prompt=request.prompt,
+            strength_is_default="strength" not in controls.model_fields_set,
         )
         loaded = time.perf_counter()
         output = self.transfer(job, options, context)

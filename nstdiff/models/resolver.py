@@ -36,6 +36,7 @@ class ModelEntry:
     size_mb: float = 0.0
     aliases: tuple[str, ...] = field(default_factory=tuple)
     folder: str = ""  # subfolder of the models folder; default: the model's name
+    marker: str = ""  # for a model that is a folder: the file inside it that shows it is complete
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def _entry(name: str) -> ModelEntry:
 
 
 def _load_builtin_models() -> None:
+    import nstdiff.diffusion.hub  # noqa: F401  (registers the diffusion catalogue's parts)
     import nstdiff.models.decoders  # noqa: F401  (registers the encoder and decoder weights)
 
 
@@ -77,7 +79,8 @@ def model_file(name: str, settings: Settings | None = None) -> Path:
 def model_status(name: str, settings: Settings | None = None) -> ModelStatus:
     entry = _entry(name)
     path = model_file(name, settings)
-    return ModelStatus(entry.name, entry.kind, entry.description, path.is_file(), path, entry.source)
+    ready = (path / entry.marker).is_file() if entry.marker else path.is_file()
+    return ModelStatus(entry.name, entry.kind, entry.description, ready, path, entry.source)
 
 
 def list_models(settings: Settings | None = None) -> list[ModelStatus]:
@@ -101,7 +104,7 @@ def fetch_model(
             f" or run `nstdiff models fetch {name} --from FILE` with a copy of {entry.source}",
             reason="downloads are disabled",
         )
-    if source is not None and not Path(source).is_file():
+    if source is not None and not Path(source).exists():
         raise ModelNotFoundError(name, [source], "check the path given to --from", reason="no such file")
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".fetch-") as tmp:
@@ -137,7 +140,7 @@ def resolve_model(
             return explicit
         searched.append(explicit)
     path = model_file(name, settings)
-    if path.is_file():
+    if model_status(name, settings).ready:
         return path
     searched.append(path)
     if fetch and settings.downloads_allowed:

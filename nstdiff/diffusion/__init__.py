@@ -1,0 +1,1 @@
+"""Diffusion: the model catalogue and style presets (data in `configs/`), model resolution, shared pipelines."""

@@ -1,0 +1,60 @@
+"""The diffusion model catalogue (`configs/diffusion.toml`): per family, the base repository and its add-ons."""
+from __future__ import annotations
+
+import functools
+import tomllib
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nstdiff.errors import InputError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IPAdapterSpec(Strict):
+    repo: str
+    subfolder: str
+    weight_name: str
+    image_encoder: str  # folder inside the repo
+
+
+class LoraSpec(Strict):
+    repo: str
+    weight_name: str
+
+
+class Family(Strict):
+    name: str
+    title: str
+    base: str
+    architecture: Literal["sd", "sdxl"]
+    resolution: int = Field(ge=64, le=4096)
+    steps: int = Field(ge=1, le=200)
+    guidance: float = Field(ge=0, le=30)
+    turbo: bool = False
+    ip_adapter: IPAdapterSpec | None = None
+    controlnet: dict[str, str] = Field(default_factory=dict)
+    lcm_lora: LoraSpec | None = None
+    instantstyle: dict[str, dict] = Field(default_factory=dict)
+
+
+class Catalogue(Strict):
+    families: dict[str, Family]
+    estimators: dict[str, str]
+
+    def family(self, name: str) -> Family:
+        if name not in self.families:
+            raise InputError(f"unknown model family '{name}'; choose one of {', '.join(self.families)}, a Hugging "
+                             "Face repo id or a local folder")
+        return self.families[name]
+
+
+@functools.lru_cache(maxsize=1)
+def load_catalogue() -> Catalogue:
+    data = tomllib.loads((resources.files("nstdiff.configs") / "diffusion.toml").read_text())
+    families = {name: Family(name=name, **spec) for name, spec in data["family"].items()}
+    return Catalogue(families=families, estimators=data.get("estimators", {}))

@@ -1,0 +1,212 @@
+"""What the diffusion methods share: options, prompt and preset resolution, the loaded pipeline and its add-ons,
+structure guidance, progress and cancellation per denoising step, and the final image at the requested size.
+
+A subclass says which pipeline call to make (`generate`); everything else, including the checks a person sees when
+an input is wrong, lives here once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import Field
+
+from nstdiff.diffusion.catalogue import Family
+from nstdiff.diffusion.hub import resolve_repo
+from nstdiff.diffusion.pipelines import PIPELINES, LoadedModel, pick_dtype, run_with_memory_retry
+from nstdiff.diffusion.presets import Preset, get_preset
+from nstdiff.errors import InputError
+from nstdiff.executor import RunContext
+from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_image, to_tensor
+from nstdiff.schema import MAX_PROMPT_CHARS, Frozen
+
+LCM_ADAPTER = "lcm"
+LCM_STEPS, LCM_GUIDANCE = 4, 1.0  # LCM-LoRA's own recommendation: 2–8 steps, guidance 1–2
+
+
+class DiffusionOptions(Frozen):
+    model: str | None = Field(None, max_length=500, description="Family (sd15, sdxl, sd-turbo, sdxl-turbo), a Hugging "
+                              "Face repo id or a local folder; None = the diffusion_family setting.")
+    preset: str | None = Field(None, max_length=64, description="A style preset by name (see `nstdiff presets`).")
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="What the image should not "
+                                        "look like; None = the preset's.")
+    guidance: float | None = Field(None, ge=0, le=30, description="Classifier-free guidance; None = the model's.")
+    structure: Literal["none", "canny", "depth"] = Field("none", description="Keep the photo's structure with a "
+                                                         "ControlNet on its edges (canny) or depth.")
+    structure_scale: float = Field(0.8, ge=0, le=2, description="How strongly the structure is held.")
+    fast: bool = Field(False, description="1–4 steps: Turbo models' own schedule, or LCM-LoRA for the others.")
+
+
+@dataclass
+class Prompting:
+    prompt: str
+    negative: str | None
+    strength: float
+    preset: Preset | None
+
+
+@dataclass
+class Schedule:
+    steps: int
+    guidance: float
+
+
+class DiffusionMethod(ImageMethod):
+    """Base of the diffusion methods: a subclass implements `generate` with the variant pipeline it needs."""
+
+    options_model = DiffusionOptions
+    default_prompt = "a picture"
+
+    def generate(self, model: LoadedModel, job: ImageJob, options: Any, prompting: Prompting, schedule: Schedule,
+                 size: tuple[int, int], context: RunContext) -> Image.Image:
+        raise NotImplementedError
+
+    # -- the shared run ------------------------------------------------------------------------------------------
+
+    def transfer(self, job: ImageJob, options: DiffusionOptions, context: RunContext) -> TransferOutput:
+        prompting = self.prompting(job, options, context)
+        if options.structure != "none" and job.content is None:
+            raise InputError("structure guidance keeps the structure of a content image; add one or set structure "
+                             "to none")
+
+        def load_and_generate():
+            model = PIPELINES.get(options.model, context.device, context.settings, context.message)
+            with model.lock:
+                self.check_prompt_length(model, prompting)
+                schedule = self.schedule(model, job, options)
+                self.set_fast_mode(model, options, context)
+                size = self.working_size(model, job)
+                image = self.generate(model, job, options, prompting, schedule, size, context)
+            return model, schedule, image
+
+        model, schedule, image = run_with_memory_retry(load_and_generate, self.name)
+        image = image.convert("RGB").resize((job.width, job.height), Image.Resampling.LANCZOS)
+        resolved = options.model_copy(update={"guidance": schedule.guidance, "negative_prompt": prompting.negative})
+        context.notes.append(f"{self.name}: {model.label}, {schedule.steps} steps, guidance {schedule.guidance:g}"
+                             + (f", strength {prompting.strength:g}" if job.content is not None else "")
+                             + (f", preset {prompting.preset.name}" if prompting.preset else ""))
+        return TransferOutput(image=to_tensor(image, context.device), encoder=model.label, options=resolved)
+
+    def prompting(self, job: ImageJob, options: DiffusionOptions, context: RunContext) -> Prompting:
+        preset = get_preset(options.preset, context.settings) if options.preset else None
+        subject = job.prompt
+        prompt = preset.render(subject) if preset else (subject or self.default_prompt)
+        negative = options.negative_prompt if options.negative_prompt is not None else (
+            preset.negative if preset and preset.negative else None)
+        strength = preset.strength if preset and job.strength_is_default else job.strength
+        return Prompting(prompt, negative, strength, preset)
+
+    @staticmethod
+    def check_prompt_length(model: LoadedModel, prompting: Prompting) -> None:
+        tokenizer = model.pipeline.tokenizer
+        for role, text in (("prompt", prompting.prompt), ("negative prompt", prompting.negative)):
+            if text:
+                count = len(tokenizer(text).input_ids)
+                if count > tokenizer.model_max_length:
+                    raise InputError(f"the {role} is {count} tokens long; {model.label} reads at most "
+                                     f"{tokenizer.model_max_length} (including start and end). Shorten it.")
+
+    @staticmethod
+    def schedule(model: LoadedModel, job: ImageJob, options: DiffusionOptions) -> Schedule:
+        family = model.family
+        if options.fast and not family.turbo:
+            steps, guidance = LCM_STEPS, LCM_GUIDANCE
+        else:
+            steps, guidance = family.steps, family.guidance
+        return Schedule(job.steps or steps, options.guidance if options.guidance is not None else guidance)
+
+    @staticmethod
+    def set_fast_mode(model: LoadedModel, options: DiffusionOptions, context: RunContext) -> None:
+        """LCM-LoRA on for fast mode on a non-Turbo model, off otherwise (it stays loaded: switching is free)."""
+        pipe = model.pipeline
+        if options.fast and not model.family.turbo:
+            if model.family.lcm_lora is None:
+                raise InputError(f"fast mode needs an LCM-LoRA for {model.family.title}; use a Turbo family instead")
+            if LCM_ADAPTER not in model.loras:
+                folder = resolve_repo(f"{model.family.name}-lcm-lora", context.settings, context.message)
+                pipe.load_lora_weights(folder, weight_name=model.family.lcm_lora.weight_name, adapter_name=LCM_ADAPTER)
+                model.loras.add(LCM_ADAPTER)
+            pipe.enable_lora()
+            pipe.set_adapters([LCM_ADAPTER], [1.0])
+        elif model.loras:
+            pipe.disable_lora()
+
+    @staticmethod
+    def scheduler_for(model: LoadedModel, options: DiffusionOptions):
+        """The base's scheduler, or LCM's for fast mode on a non-Turbo model."""
+        if options.fast and not model.family.turbo:
+            from diffusers import LCMScheduler
+
+            return LCMScheduler.from_config(model.pipeline.scheduler.config)
+        return model.pipeline.scheduler
+
+    @staticmethod
+    def working_size(model: LoadedModel, job: ImageJob) -> tuple[int, int]:
+        """(width, height) near the job's size that the VAE and UNet accept (multiples of the latent factor)."""
+        factor = model.pipeline.vae_scale_factor
+        return max(factor, job.width // factor * factor), max(factor, job.height // factor * factor)
+
+    # -- helpers for subclasses ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def content_image(job: ImageJob, size: tuple[int, int]) -> Image.Image:
+        return to_image(job.content).resize(size, Image.Resampling.LANCZOS)
+
+    @staticmethod
+    def generator(context: RunContext) -> torch.Generator:
+        # a CPU generator: the same seed gives the same noise on every device
+        return torch.Generator("cpu").manual_seed(context.seed)
+
+    @staticmethod
+    def step_callback(context: RunContext, stage: str = "denoise"):
+        """Progress per denoising step; cancellation raises out of the pipeline between steps."""
+        def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+            total = getattr(pipe, "_num_timesteps", None) or step + 1
+            context.step(step + 1, total, stage=stage)
+            return callback_kwargs
+
+        return on_step_end
+
+    def controlnet(self, model: LoadedModel, options: DiffusionOptions, context: RunContext):
+        """The ControlNet for `options.structure` (loaded once per model), or None."""
+        if options.structure == "none":
+            return None
+        family: Family = model.family
+        if options.structure not in family.controlnet:
+            raise InputError(f"{family.title} has no '{options.structure}' ControlNet in the catalogue; use "
+                             f"{', '.join(family.controlnet) or 'structure none'}")
+        cache = model.controlnets
+        if options.structure not in cache:
+            from diffusers import ControlNetModel
+
+            folder = resolve_repo(f"{family.name}-controlnet-{options.structure}", context.settings, context.message)
+            dtype = pick_dtype(context.settings.diffusion_dtype, context.device)
+            cache[options.structure] = ControlNetModel.from_pretrained(folder, dtype=dtype,
+                                                                       use_safetensors=True).to(context.device)
+        return cache[options.structure]
+
+    def structure_image(self, content: Image.Image, options: DiffusionOptions, context: RunContext) -> Image.Image:
+        if options.structure == "canny":
+            return canny_edges(content)
+        return depth_map(content, context)
+
+
+def canny_edges(image: Image.Image) -> Image.Image:
+    """Canny edges (white on black), as the canny ControlNets were trained on; sigma grows with the image."""
+    from skimage.feature import canny
+
+    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    edges = canny(grey, sigma=max(1.0, min(image.size) / 256))
+    return Image.fromarray((edges * 255).astype(np.uint8)).convert("RGB")
+
+
+def depth_map(image: Image.Image, context: RunContext) -> Image.Image:
+    """A depth map from the catalogue's depth estimator (transformers' depth-estimation pipeline)."""
+    from transformers import pipeline
+
+    folder = resolve_repo("depth-estimator", context.settings, context.message)
+    estimator = pipeline("depth-estimation", model=str(folder), device=context.device)
+    return estimator(image)["depth"].convert("RGB").resize(image.size)

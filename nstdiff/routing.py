@@ -1,0 +1,45 @@
+"""`method=auto` and `method=diffusion`: which registered method a request goes to, and why.
+
+auto: a text style (prompt or preset) without a style image → diffusion-text; a style image → diffusion-reference
+when a diffusion model and its IP-Adapter are ready locally and a GPU is present, else the classic Gram method.
+diffusion: diffusion-reference with a style image, diffusion-text without. The reason goes into the result's notes.
+"""
+from __future__ import annotations
+
+from nstdiff.errors import InputError
+from nstdiff.schema import ImageStyleRequest
+from nstdiff.settings import Settings
+
+ROUTED = ("auto", "diffusion")
+
+
+def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str]:
+    """(method name, reason) for a request whose method is one of `ROUTED`."""
+    if request.method == "diffusion":
+        if request.styles:
+            return "diffusion-reference", "method diffusion → diffusion-reference (a style image was given)"
+        return "diffusion-text", "method diffusion → diffusion-text (a text style was given)"
+    if not request.styles:
+        return "diffusion-text", "method auto → diffusion-text (a text style, no style image)"
+    ready, why_not = reference_ready(settings)
+    if ready:
+        return "diffusion-reference", "method auto → diffusion-reference (a style image, a GPU and a ready model)"
+    if request.prompt is not None:
+        raise InputError(f"a style image together with a text prompt needs diffusion-reference, which cannot run "
+                         f"here: {why_not}. Drop the prompt to use the classic Gram method.")
+    return "gram", f"method auto → gram (a style image; diffusion-reference not used: {why_not})"
+
+
+def reference_ready(settings: Settings) -> tuple[bool, str]:
+    """Whether diffusion-reference can run now without a download, and if not, why."""
+    from nstdiff.executor import pick_device
+
+    if pick_device(settings.device).type != "cuda":
+        return False, "no GPU"
+    from nstdiff.diffusion.hub import locally_available
+
+    family = settings.diffusion_family
+    for part in (family, f"{family}-ip-adapter"):
+        if not locally_available(part, settings):
+            return False, f"{part} is not downloaded (`nstdiff models fetch {part}`)"
+    return True, ""

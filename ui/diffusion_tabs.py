@@ -1,0 +1,142 @@
+"""The Text style and Style reference tabs: diffusion methods over the app's shared queue, progress and history.
+
+Built like the extensions' tabs (`build(app)` returns the job events), from the same typed request; no torch here.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from nstdiff.errors import NstdiffError
+from nstdiff.schema import MAX_PROMPT_CHARS, Controls
+from ui.forms import bounds, image_request, upload_path
+
+if TYPE_CHECKING:
+    from ui.app import App
+
+STRUCTURES = [("off", "none"), ("edges (canny)", "canny"), ("depth", "depth")]
+
+
+def diffusion_request(*, method: str, content, styles: list, prompt: str | None, strength: float, size, steps, seed,
+                      options: dict[str, Any]):
+    """Form values as a diffusion request; a bad value reaches the person as a message."""
+    try:
+        request = image_request(method=method, content=upload_path(content) if content else None,
+                                styles=[upload_path(s) for s in styles], weights=None, size=size, steps=steps, seed=seed,
+                                encoder="auto", strength=strength, preserve_color="none", style_scale=1.0,
+                                options={k: v for k, v in options.items() if v not in (None, "", "none")},
+                                prompt=prompt)
+    except NstdiffError as exc:
+        raise gr.Error(str(exc), title="Check the inputs")
+    return request
+
+
+def _common(app: "App", prefix: str):
+    """Model family, fast mode, structure, size, steps and seed: the controls both tabs share."""
+    families = app.executor.families()
+    family = gr.Dropdown([(title, name) for name, title in families.items()], value=app.settings.diffusion_family,
+                         label="Model family", allow_custom_value=True, elem_id=f"{prefix}-model",
+                         info="Or a Hugging Face repo id / local folder of a diffusers model.")
+    fast = gr.Checkbox(label="Fast mode (1–4 steps: Turbo models, or LCM-LoRA)", elem_id=f"{prefix}-fast")
+    structure = gr.Radio(STRUCTURES, value="none", label="Keep the photo's structure (ControlNet)",
+                         elem_id=f"{prefix}-structure")
+    with gr.Row():
+        size = gr.Slider(label="Size (longest side, px)", step=8, minimum=64, maximum=app.settings.max_output_side,
+                         value=512, elem_id=f"{prefix}-size")
+        steps = gr.Number(label="Steps (0 = model default)", value=0, precision=0, minimum=0, maximum=200,
+                          elem_id=f"{prefix}-steps")
+        seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1, elem_id=f"{prefix}-seed")
+    return family, fast, structure, size, steps, seed
+
+
+def _result_column(prefix: str):
+    with gr.Column():
+        output = gr.Image(label="Result", format="png", type="filepath", interactive=False,
+                          elem_id=f"{prefix}-result")
+        info = gr.Markdown(elem_id=f"{prefix}-info")
+        status = gr.Markdown()
+    return output, info, status
+
+
+def build_text_tab(app: "App") -> list:
+    presets = app.executor.presets()
+    by_name = {p.name: p for p in presets}
+
+    def text_style(content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed,
+                   request: gr.Request, progress=gr.Progress()):
+        if not (prompt or "").strip() and preset in (None, "none"):
+            raise gr.Error("Describe a style in words, or pick a preset.", title="Check the inputs")
+        job = diffusion_request(method="diffusion-text", content=content, styles=[], prompt=prompt,
+                                strength=strength, size=size, steps=steps, seed=seed,
+                                options={"preset": preset, "negative_prompt": negative or None,
+                                         "structure": structure, "model": family, "fast": fast})
+        return app.run(job, request.session_hash, progress)
+
+    def show_preset(name: str):
+        preset = by_name.get(name)
+        if preset is None:
+            return gr.update(), ""
+        return gr.update(value=preset.strength), f"`{preset.prompt}`  \nnegative: `{preset.negative or '-'}`"
+
+    with gr.Tab("Text style", id="text"):
+        with gr.Row():
+            with gr.Column():
+                content = gr.File(file_types=["image"], label="Photo (optional: without one, a new image)",
+                                  elem_id="text-content")
+                prompt = gr.Textbox(label="Style in words", placeholder="e.g. ukiyo-e woodblock print, or what to "
+                                    "paint with a preset", max_length=MAX_PROMPT_CHARS, elem_id="text-prompt")
+                preset = gr.Dropdown([("none", "none")] + [(f"{p.title} ({p.name})", p.name) for p in presets],
+                                     value="none", label=f"Preset ({len(presets)})", elem_id="text-preset")
+                preset_info = gr.Markdown()
+                negative = gr.Textbox(label="Negative prompt (empty: the preset's)", elem_id="text-negative")
+                strength = gr.Slider(label="Strength", step=0.05, **{**bounds(Controls, "strength"),
+                                     "info": "0 keeps the photo, 1 repaints it"}, elem_id="text-strength")
+                family, fast, structure, size, steps, seed = _common(app, "text")
+                with gr.Row():
+                    run = gr.Button("Restyle", variant="primary", elem_id="text-run")
+                    stop = gr.Button("Cancel", elem_id="text-cancel")
+            output, info, status = _result_column("text")
+    preset.change(show_preset, preset, [strength, preset_info], queue=False, api_name=False,
+                  show_progress="hidden")
+    stop.click(app.cancel, None, status, queue=False, api_name=False)
+    job = run.click(app.submit, None, None, queue=False, api_name=False).then(
+        text_style, [content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed],
+        [output, info], api_name="text_style", **app.gpu_queue)
+    return [job]
+
+
+def build_reference_tab(app: "App") -> list:
+    def reference(content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps,
+                  seed, request: gr.Request, progress=gr.Progress()):
+        if not style:
+            raise gr.Error("Add a style reference image.", title="Check the inputs")
+        job = diffusion_request(method="diffusion-reference", content=content, styles=[style], prompt=prompt,
+                                strength=strength, size=size, steps=steps, seed=seed,
+                                options={"mode": mode, "reference_scale": reference_scale, "structure": structure,
+                                         "model": family, "fast": fast})
+        return app.run(job, request.session_hash, progress)
+
+    with gr.Tab("Style reference", id="reference"):
+        with gr.Row():
+            with gr.Column():
+                content = gr.File(file_types=["image"], label="Photo (optional)", elem_id="ref-content")
+                style = gr.File(file_types=["image"], label="Style reference image", elem_id="ref-style")
+                prompt = gr.Textbox(label="Prompt (optional)", elem_id="ref-prompt")
+                mode = gr.Radio([("style only (InstantStyle)", "style"), ("style + layout", "layout"),
+                                 ("everything (plain IP-Adapter)", "full")], value="style", label="Take from the "
+                                "reference", elem_id="ref-mode")
+                reference_scale = gr.Slider(label="Reference strength", minimum=0, maximum=2, step=0.05, value=1.0,
+                                            elem_id="ref-scale")
+                strength = gr.Slider(label="Strength", step=0.05, **{**bounds(Controls, "strength"),
+                                     "info": "0 keeps the photo, 1 repaints it"}, elem_id="ref-strength")
+                family, fast, structure, size, steps, seed = _common(app, "ref")
+                with gr.Row():
+                    run = gr.Button("Restyle", variant="primary", elem_id="ref-run")
+                    stop = gr.Button("Cancel", elem_id="ref-cancel")
+            output, info, status = _result_column("ref")
+    stop.click(app.cancel, None, status, queue=False, api_name=False)
+    job = run.click(app.submit, None, None, queue=False, api_name=False).then(
+        reference, [content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps,
+                    seed], [output, info], api_name="style_reference", **app.gpu_queue)
+    return [job]
