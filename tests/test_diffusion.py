@@ -253,3 +253,37 @@ def test_text_style_and_style_reference_tabs_through_the_app(diffusion_models, i
         assert sum("diffusion" in label for label in labels) == 2
     finally:
         server.stop()
+
+
+def test_content_leak_subtraction_changes_the_reference_embedding(models, images):
+    def run(**options):
+        return stylize(ImageStyleRequest(method="diffusion-reference", content=images["content"],
+                                         styles=[images["red"]], size=64, steps=4, seed=0,
+                                         options={"model": "sdxl", "mode": "full", **options})).image.tobytes()
+
+    plain = run()
+    assert run(reference_content="red stripes", content_subtraction=0.0) == plain  # λ = 0: the plain embedding
+    assert run(reference_content="red stripes", content_subtraction=2.0) != plain
+    with pytest.raises(InputError, match="needs an SDXL-family model"):
+        stylize(ImageStyleRequest(method="diffusion-reference", content=images["content"], styles=[images["red"]],
+                                  size=64, steps=2, options={"reference_content": "red stripes"}))
+
+
+def test_cli_imports_a_model_folder_and_restyles_from_words(diffusion_models, images, tmp_path, monkeypatch, capsys):
+    import json
+
+    from nstdiff.cli import main
+
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(tmp_path / "models"))
+    reload_settings()
+    assert main(["models", "fetch", "sd15", "--from", str(diffusion_models / "diffusion" / "sd15")]) == 0
+    assert (tmp_path / "models" / "diffusion" / "sd15" / "model_index.json").is_file()
+    out = tmp_path / "out.png"
+    args = ["stylize", str(images["content"]), "--prompt", "ukiyo-e woodblock print", "--method", "diffusion",
+            "--strength", "0.8", "--steps", "4", "--guidance", "5", "--size", "64", "--seed", "2", "-o", str(out)]
+    assert main(args) == 0
+    metadata = json.loads(Image.open(out).text["nstdiff"])
+    assert metadata["method"] == "diffusion-text" and metadata["parameters"]["options"]["guidance"] == 5.0
+    assert "method diffusion → diffusion-text" in metadata["notes"][0]
+    assert main([*args, "--structure", "canny"]) != 0  # its ControlNet is not in this models folder
+    assert "nstdiff models fetch sd15-controlnet-canny" in capsys.readouterr().err

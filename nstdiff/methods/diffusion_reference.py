@@ -5,6 +5,11 @@ IP-Adapter adds a cross-attention on the reference's CLIP image embedding to the
 observes that style and layout live in different blocks: injecting the reference only into the style blocks (`style`)
 takes its look without its objects; `layout` adds the layout block; `full` is plain IP-Adapter everywhere. With a
 content photo it runs as img2img (optionally holding the photo's structure with a ControlNet), else as txt2img.
+
+Content-leak subtraction (InstantStyle §3.2): the reference's objects leak into the result through its image
+embedding e_img; describing them in words and subtracting their text embedding, e = e_img − λ·e_text, leaves more of
+the style. It needs the image and text embeddings in one CLIP space, which holds for the SDXL family (its second
+text encoder and its IP-Adapter's image encoder are both OpenCLIP ViT-bigG).
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ class ReferenceOptions(DiffusionOptions):
         "style", description="style: the reference's look only (InstantStyle); layout: look and composition; "
                              "full: plain IP-Adapter on every block.")
     reference_scale: float = Field(1.0, ge=0, le=2, description="How strongly the reference is followed.")
+    reference_content: str | None = Field(None, max_length=300, description="What the reference shows (e.g. 'a "
+                                          "house by a lake'): subtracted so its objects do not leak (SDXL family).")
+    content_subtraction: float = Field(0.5, ge=0, le=2, description="λ of the content-leak subtraction.")
 
 
 def instantstyle_scale(model: LoadedModel, mode: str, scale: float) -> float | dict:
@@ -60,9 +68,13 @@ class DiffusionReferenceMethod(DiffusionMethod):
         controlnet = self.controlnet(model, options, context)
         extra = {"controlnet": controlnet} if controlnet is not None else {}
         arguments = dict(prompt=prompting.prompt, negative_prompt=prompting.negative,
-                         ip_adapter_image=to_image(job.styles[0]), num_inference_steps=schedule.steps,
-                         guidance_scale=schedule.guidance, generator=self.generator(context),
-                         callback_on_step_end=self.step_callback(context))
+                         num_inference_steps=schedule.steps, guidance_scale=schedule.guidance,
+                         generator=self.generator(context), callback_on_step_end=self.step_callback(context))
+        reference = to_image(job.styles[0])
+        if options.reference_content:
+            arguments["ip_adapter_image_embeds"] = self.subtracted_embeds(model, reference, options, schedule, context)
+        else:
+            arguments["ip_adapter_image"] = reference
         width, height = size
         if job.content is None:
             pipe = AutoPipelineForText2Image.from_pipe(model.pipeline, **extra)
@@ -77,6 +89,28 @@ class DiffusionReferenceMethod(DiffusionMethod):
         pipe.scheduler = self.scheduler_for(model, options)
         pipe.set_progress_bar_config(disable=True)
         return pipe(**arguments).images[0]
+
+    @staticmethod
+    def subtracted_embeds(model: LoadedModel, reference: Image.Image, options: ReferenceOptions, schedule: Schedule,
+                          context: RunContext) -> list:
+        """[e_img − λ·e_text] in the layout diffusers takes as `ip_adapter_image_embeds` (zeros first under CFG)."""
+        import torch
+
+        pipe = model.pipeline
+        if getattr(pipe, "text_encoder_2", None) is None:
+            raise InputError("content-leak subtraction (reference_content) needs an SDXL-family model, whose text and "
+                             "image embeddings share one space; remove reference_content or use sdxl")
+        with torch.no_grad():
+            image_embeds, _ = pipe.encode_image(reference, context.device, 1)
+            text_embeds = pipe.encode_prompt(options.reference_content, device=context.device,
+                                             num_images_per_prompt=1, do_classifier_free_guidance=False)[2]
+        if text_embeds.shape[-1] != image_embeds.shape[-1]:
+            raise InputError(f"this model's text embedding ({text_embeds.shape[-1]}) and IP-Adapter image embedding "
+                             f"({image_embeds.shape[-1]}) differ in size; content-leak subtraction cannot apply")
+        embeds = (image_embeds - options.content_subtraction * text_embeds.to(image_embeds.dtype))[:, None]
+        if schedule.guidance > 1:  # classifier-free guidance: the unconditional image embedding is zero
+            embeds = torch.cat([torch.zeros_like(embeds), embeds])
+        return [embeds]
 
     @staticmethod
     def load_ip_adapter(model: LoadedModel, context: RunContext) -> None:
