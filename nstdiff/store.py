@@ -38,6 +38,14 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+LORA_SCHEMA = """
+CREATE TABLE IF NOT EXISTS loras (
+    name TEXT PRIMARY KEY,
+    info TEXT NOT NULL
+)
+"""
+
+
 class HistoryEntry(BaseModel):
     id: str
     created: float
@@ -71,6 +79,7 @@ class Store:
         self.db_path = self.root / "history.sqlite"
         with self._connect() as db:
             db.execute(SCHEMA)
+            db.execute(LORA_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.db_path, timeout=30)
@@ -132,3 +141,13 @@ class Store:
         with self._connect() as db:
             row = db.execute("SELECT * FROM results WHERE id = ?", (entry_id,)).fetchone()
         return self._entry(row) if row else None
+
+    def index_loras(self, infos: list[dict[str, Any]]) -> None:
+        """Replace the LoRA library's index with `infos` (the library's folders are the truth)."""
+        with self._connect() as db:
+            db.execute("DELETE FROM loras")
+            db.executemany("INSERT INTO loras VALUES (?, ?)", [(i["name"], json.dumps(i)) for i in infos])
+
+    def indexed_loras(self) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            return [json.loads(row[0]) for row in db.execute("SELECT info FROM loras ORDER BY name")]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nstdiff.diffusion.catalogue import Family
 from nstdiff.diffusion.hub import resolve_repo
@@ -27,6 +27,11 @@ LCM_ADAPTER = "lcm"
 LCM_STEPS, LCM_GUIDANCE = 4, 1.0  # LCM-LoRA's own recommendation: 2–8 steps, guidance 1–2
 
 
+class LoraWeight(Frozen):
+    name: str = Field(max_length=64)
+    weight: float = Field(1.0, ge=-2, le=2)
+
+
 class DiffusionOptions(Frozen):
     model: str | None = Field(None, max_length=500, description="Family (sd15, sdxl, sd-turbo, sdxl-turbo), a Hugging "
                               "Face repo id or a local folder; None = the diffusion_family setting.")
@@ -38,6 +43,22 @@ class DiffusionOptions(Frozen):
                                                          "ControlNet on its edges (canny) or depth.")
     structure_scale: float = Field(0.8, ge=0, le=2, description="How strongly the structure is held.")
     fast: bool = Field(False, description="1–4 steps: Turbo models' own schedule, or LCM-LoRA for the others.")
+    loras: list[LoraWeight] = Field(default_factory=list, max_length=8, description="Your LoRAs from the library "
+                                    "with blend weights, e.g. my-ink:0.8 (weight 0 = off).")
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _lora_shorthand(cls, value: Any) -> Any:
+        # "name:0.8" / ("name", 0.8) / {"name": …, "weight": …}; a bare name means weight 1
+        def one(item: Any) -> Any:
+            if isinstance(item, str):
+                name, _, weight = item.partition(":")
+                return {"name": name.strip(), "weight": weight.strip() or 1.0}
+            if isinstance(item, (list, tuple)) and len(item) == 2:
+                return {"name": item[0], "weight": item[1]}
+            return item
+
+        return [one(item) for item in value] if isinstance(value, (list, tuple)) else value
 
 
 @dataclass
@@ -77,7 +98,7 @@ class DiffusionMethod(ImageMethod):
             with model.lock:
                 self.check_prompt_length(model, prompting)
                 schedule = self.schedule(model, job, options)
-                self.set_fast_mode(model, options, context)
+                self.set_adapters(model, options, context)
                 size = self.working_size(model, job)
                 image = self.generate(model, job, options, prompting, schedule, size, context)
             return model, schedule, image
@@ -119,9 +140,13 @@ class DiffusionMethod(ImageMethod):
         return Schedule(job.steps or steps, options.guidance if options.guidance is not None else guidance)
 
     @staticmethod
-    def set_fast_mode(model: LoadedModel, options: DiffusionOptions, context: RunContext) -> None:
-        """LCM-LoRA on for fast mode on a non-Turbo model, off otherwise (it stays loaded: switching is free)."""
+    def set_adapters(model: LoadedModel, options: DiffusionOptions, context: RunContext) -> None:
+        """The run's LoRAs (the person's, blended by weight, and LCM-LoRA in fast mode) active, every other loaded
+        adapter off. Adapters stay loaded in the shared UNet, so switching between them never reloads the model."""
         pipe = model.pipeline
+        wanted: list[tuple[str, float]] = []
+        for use in options.loras:
+            wanted.append((load_library_lora(model, use.name, context), use.weight))
         if options.fast and not model.family.turbo:
             if model.family.lcm_lora is None:
                 raise InputError(f"fast mode needs an LCM-LoRA for {model.family.title}; use a Turbo family instead")
@@ -129,8 +154,10 @@ class DiffusionMethod(ImageMethod):
                 folder = resolve_repo(f"{model.family.name}-lcm-lora", context.settings, context.message)
                 pipe.load_lora_weights(folder, weight_name=model.family.lcm_lora.weight_name, adapter_name=LCM_ADAPTER)
                 model.loras.add(LCM_ADAPTER)
+            wanted.append((LCM_ADAPTER, 1.0))
+        if wanted:
             pipe.enable_lora()
-            pipe.set_adapters([LCM_ADAPTER], [1.0])
+            pipe.set_adapters([name for name, _ in wanted], [weight for _, weight in wanted])
         elif model.loras:
             pipe.disable_lora()
 
@@ -192,6 +219,24 @@ class DiffusionMethod(ImageMethod):
         if options.structure == "canny":
             return canny_edges(content)
         return depth_map(content, context)
+
+
+def load_library_lora(model: LoadedModel, name: str, context: RunContext) -> str:
+    """A library LoRA in the model's UNet (loaded once per file version), after checking it was made for a UNet of
+    this width; returns its adapter name."""
+    from nstdiff.loras import get_lora
+
+    info = get_lora(name, context.settings)
+    adapter = f"user_{name}_{info.file.stat().st_mtime_ns % 10**9}"  # a retrained file is a new adapter
+    if adapter in model.loras:
+        return adapter
+    width = model.pipeline.unet.config.cross_attention_dim
+    if info.cross_attention_dim is not None and info.cross_attention_dim != width:
+        raise InputError(f"LoRA '{name}' was made for {info.base or 'another model'} (cross-attention width "
+                         f"{info.cross_attention_dim}); {model.label} has {width}. Use it with its own base model.")
+    model.pipeline.load_lora_weights(str(info.folder), weight_name=info.file.name, adapter_name=adapter)
+    model.loras.add(adapter)
+    return adapter
 
 
 def canny_edges(image: Image.Image) -> Image.Image:

@@ -1,0 +1,114 @@
+"""The LoRA library and LoRAs in use: blend, weight 0, switching without reloading, kohya export and import, bad
+files. Tiny random LoRAs stand in for trained ones (training itself: test_lora_training.py)."""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nstdiff import ImageStyleRequest, stylize
+from nstdiff.errors import InputError, ModelFileError
+from nstdiff.loras import delete_lora, export_kohya, get_lora, import_lora, list_loras, rename_lora
+from nstdiff.settings import reload_settings
+from tests.tiny_diffusion import build_tiny_lora, build_tiny_sd, build_tiny_sdxl
+
+
+@pytest.fixture(scope="session")
+def tiny_bases(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lora-models")
+    build_tiny_sd(root / "diffusion" / "sd15")
+    build_tiny_sdxl(root / "diffusion" / "sdxl")
+    return root
+
+
+@pytest.fixture
+def library(tiny_bases, tmp_path, monkeypatch) -> Path:
+    """A models folder with the tiny bases and two LoRAs, `ink` and `neon`, in the library's layout."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_bases, models)
+    for name, seed in (("ink", 1), ("neon", 2)):
+        folder = build_tiny_lora(models / "loras" / name, models / "diffusion" / "sd15", seed=seed,
+                                 weight_name=f"{name}.safetensors")
+        (folder / "lora.json").write_text(json.dumps({"name": name, "base": "sd15", "trigger": f"<{name}>",
+                                                      "rank": 4, "steps": 10, "dataset_size": 4,
+                                                      "created": f"2026-11-30T0{seed}:00:00"}))
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(models))
+    reload_settings()
+    return models
+
+
+def generate(loras=(), seed=0) -> bytes:
+    request = ImageStyleRequest(method="diffusion-text", prompt="a lighthouse", size=64, steps=3, seed=seed,
+                                options={"loras": list(loras)})
+    return stylize(request).image.tobytes()
+
+
+def test_the_library_lists_renames_deletes_and_indexes(library, isolated_settings):
+    from nstdiff.store import Store
+
+    infos = list_loras()
+    assert [i.name for i in infos] == ["neon", "ink"]  # newest first
+    assert infos[1].trigger == "<ink>" and infos[1].cross_attention_dim == 32
+    assert {row["name"] for row in Store(isolated_settings.outputs_dir).indexed_loras()} == {"ink", "neon"}
+    rename_lora("ink", "ink-wash")
+    assert get_lora("ink-wash").file.name == "ink-wash.safetensors"
+    with pytest.raises(InputError, match="no LoRA named 'inkwash'; did you mean ink-wash"):
+        get_lora("inkwash")
+    with pytest.raises(InputError, match="no LoRA named 'ink'; the library has neon, ink-wash"):
+        get_lora("ink")
+    with pytest.raises(InputError, match="'Bad Name' is not a usable LoRA name"):
+        rename_lora("neon", "Bad Name")
+    delete_lora("neon")
+    assert [i.name for i in list_loras()] == ["ink-wash"]
+
+
+def test_a_lora_changes_the_output_two_blend_and_weight_zero_is_the_base(library):
+    from nstdiff.diffusion.pipelines import PIPELINES
+
+    base = generate()
+    pipeline = next(iter(PIPELINES._models.values())).pipeline
+    ink, neon = generate(["ink:1"]), generate(["neon:1"])
+    blend = generate(["ink:0.5", "neon:0.5"])
+    assert base != ink and ink != neon and blend not in (ink, neon)
+    assert generate(["ink:0"]) == base
+    assert generate() == base  # no LoRA asked for: all adapters off again
+    assert next(iter(PIPELINES._models.values())).pipeline is pipeline  # switching never reloaded the base
+
+
+def test_kohya_export_reimports_to_the_same_weights(library, tmp_path):
+    from safetensors import safe_open
+
+    exported = export_kohya("ink", tmp_path / "ink_kohya.safetensors")
+    with safe_open(str(exported), framework="numpy") as handle:
+        keys = list(handle.keys())
+    assert keys and all(k.startswith("lora_unet_") for k in keys)
+    assert any(k.endswith(".lora_down.weight") for k in keys) and any(k.endswith(".alpha") for k in keys)
+    import_lora(exported, "ink-again", base="sd15", trigger="<ink>")
+    assert generate(["ink-again:1"]) == generate(["ink:1"])
+
+
+def test_bad_imports_are_refused_with_the_reason(library, tmp_path):
+    evil = tmp_path / "style.ckpt"
+    evil.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ModelFileError, match="pickle checkpoint, which can run code"):
+        import_lora(evil, "evil", base="sd15")
+    corrupt = tmp_path / "broken.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ModelFileError, match="not a readable safetensors file"):
+        import_lora(corrupt, "broken", base="sd15")
+    xl_lora = build_tiny_lora(tmp_path / "xl", library / "diffusion" / "sdxl")
+    with pytest.raises(InputError, match="cross-attention width 64, but sd15 has 32"):
+        import_lora(xl_lora / "pytorch_lora_weights.safetensors", "xl", base="sd15")
+    assert {i.name for i in list_loras()} == {"ink", "neon"}  # nothing half-imported
+
+
+def test_a_lora_for_another_base_is_refused_at_use(library, tmp_path):
+    folder = library / "loras" / "xl"
+    build_tiny_lora(folder, library / "diffusion" / "sdxl", weight_name="xl.safetensors")
+    with pytest.raises(InputError, match="LoRA 'xl' was made for .* width 64.*sd15 has 32"):
+        generate(["xl:1"])
+    with pytest.raises(InputError, match="no LoRA named 'nope'"):
+        generate(["nope"])
