@@ -109,6 +109,9 @@ class Executor(Protocol):
     def families(self) -> dict[str, str]:
         """Diffusion model families: name → title."""
 
+    def loras(self) -> list[Any]:
+        """The person's LoRA library."""
+
 
 class InProcessExecutor:
     """Runs each request in the calling thread on the configured device."""
@@ -138,6 +141,11 @@ class InProcessExecutor:
         from nstdiff.diffusion.catalogue import load_catalogue
 
         return {name: family.title for name, family in load_catalogue().families.items()}
+
+    def loras(self) -> list[Any]:
+        from nstdiff.loras import list_loras
+
+        return list_loras(self.settings)
 
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
         settings = self.settings or get_settings()

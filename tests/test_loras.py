@@ -112,3 +112,23 @@ def test_a_lora_for_another_base_is_refused_at_use(library, tmp_path):
         generate(["xl:1"])
     with pytest.raises(InputError, match="no LoRA named 'nope'"):
         generate(["nope"])
+
+
+def test_my_styles_in_the_text_style_tab(library, images, tmp_path):
+    from gradio_client import Client
+
+    from nstdiff.settings import get_settings
+    from tests.servers import RunningServer
+
+    server = RunningServer(get_settings())
+    try:
+        client = Client(server.url, verbose=False)
+        common = dict(content=None, prompt="a lighthouse", preset="none", negative="", strength=0.8,
+                      structure="none", family="sd15", fast=False, size=64, steps=3, seed=0)
+        plain = Path(client.predict(**common, api_name="/text_style")[0]).read_bytes()
+        styled, info = client.predict(**common, lora_1="ink", weight_1=1.0, api_name="/text_style")
+        assert Path(styled).read_bytes() != plain
+        with pytest.raises(Exception, match="no LoRA named 'inx'"):
+            client.predict(**common, lora_1="inx", api_name="/text_style")
+    finally:
+        server.stop()

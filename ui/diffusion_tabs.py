@@ -16,6 +16,32 @@ if TYPE_CHECKING:
     from ui.app import App
 
 STRUCTURES = [("off", "none"), ("edges (canny)", "canny"), ("depth", "depth")]
+LORA_SLOTS = 3  # "My styles": up to this many of the person's LoRAs, each with its weight slider
+
+
+def lora_choices(app: "App") -> list[str]:
+    return [info.name for info in app.executor.loras()]
+
+
+def my_styles(app: "App", prefix: str):
+    """Up to LORA_SLOTS pickers of the person's LoRAs with weight sliders; returns (names, weights) components."""
+    names, weights = [], []
+    choices = lora_choices(app)
+    with gr.Accordion("My styles (your LoRAs)", open=False):
+        for slot in range(LORA_SLOTS):
+            with gr.Row():
+                # the list is refreshed when the tab opens; the core checks the name and explains a wrong one
+                names.append(gr.Dropdown(choices, value=None, label=f"LoRA {slot + 1}", allow_custom_value=True,
+                                         elem_id=f"{prefix}-lora-{slot}"))
+                weights.append(gr.Slider(-2, 2, value=0.8, step=0.05, label="weight",
+                                         elem_id=f"{prefix}-lora-weight-{slot}"))
+    return names, weights
+
+
+def chosen_loras(values: tuple) -> list[str]:
+    """`name:weight` for each filled slot, from the slots' values (names first, then weights)."""
+    names, weights = values[:LORA_SLOTS], values[LORA_SLOTS:]
+    return [f"{name}:{weight}" for name, weight in zip(names, weights) if name]
 
 
 def diffusion_request(*, method: str, content, styles: list, prompt: str | None, strength: float, size, steps, seed,
@@ -64,13 +90,16 @@ def build_text_tab(app: "App") -> list:
     by_name = {p.name: p for p in presets}
 
     def text_style(content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed,
-                   request: gr.Request, progress=gr.Progress()):
+                   lora_1=None, lora_2=None, lora_3=None, weight_1=0.8, weight_2=0.8, weight_3=0.8,
+                   request: gr.Request = None, progress=gr.Progress()):
         if not (prompt or "").strip() and preset in (None, "none"):
             raise gr.Error("Describe a style in words, or pick a preset.", title="Check the inputs")
+        loras = chosen_loras((lora_1, lora_2, lora_3, weight_1, weight_2, weight_3))
         job = diffusion_request(method="diffusion-text", content=content, styles=[], prompt=prompt,
                                 strength=strength, size=size, steps=steps, seed=seed,
                                 options={"preset": preset, "negative_prompt": negative or None,
-                                         "structure": structure, "model": family, "fast": fast})
+                                         "structure": structure, "model": family, "fast": fast,
+                                         "loras": loras or None})
         return app.run(job, request.session_hash, progress)
 
     def show_preset(name: str):
@@ -79,7 +108,7 @@ def build_text_tab(app: "App") -> list:
             return gr.update(), ""
         return gr.update(value=preset.strength), f"`{preset.prompt}`  \nnegative: `{preset.negative or '-'}`"
 
-    with gr.Tab("Text style", id="text"):
+    with gr.Tab("Text style", id="text") as tab:
         with gr.Row():
             with gr.Column():
                 content = gr.File(file_types=["image"], label="Photo (optional: without one, a new image)",
@@ -93,16 +122,19 @@ def build_text_tab(app: "App") -> list:
                 strength = gr.Slider(label="Strength", step=0.05, **{**bounds(Controls, "strength"),
                                      "info": "0 keeps the photo, 1 repaints it"}, elem_id="text-strength")
                 family, fast, structure, size, steps, seed = _common(app, "text")
+                lora_names, lora_weights = my_styles(app, "text")
                 with gr.Row():
                     run = gr.Button("Restyle", variant="primary", elem_id="text-run")
                     stop = gr.Button("Cancel", elem_id="text-cancel")
             output, info, status = _result_column("text")
     preset.change(show_preset, preset, [strength, preset_info], queue=False, api_name=False,
                   show_progress="hidden")
+    tab.select(lambda: [gr.update(choices=lora_choices(app))] * LORA_SLOTS, None, lora_names, queue=False,
+               api_name=False, show_progress="hidden")
     stop.click(app.cancel, None, status, queue=False, api_name=False)
     job = run.click(app.submit, None, None, queue=False, api_name=False).then(
-        text_style, [content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed],
-        [output, info], api_name="text_style", **app.gpu_queue)
+        text_style, [content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed,
+                     *lora_names, *lora_weights], [output, info], api_name="text_style", **app.gpu_queue)
     return [job]
 
 
