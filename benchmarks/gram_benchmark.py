@@ -45,7 +45,7 @@ from torch import nn
 from nstdiff import ImageStyleRequest, ProgressEvent, stylize
 from nstdiff.imageio import load_image, resize_long_side
 from nstdiff.methods.base import to_image, to_tensor
-from nstdiff.methods.gram import level_steps, pyramid_sizes
+from nstdiff.pyramid import level_steps, pyramid_sizes
 from nstdiff.models.encoders import VGGEncoder, load_encoder
 from nstdiff.settings import reload_settings
 

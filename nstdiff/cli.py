@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from nstdiff.errors import Cancelled, InputError, NstdiffError
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
 from nstdiff.training.adain_decoder import DecoderTraining
+from nstdiff.training.lora_data import LoraTraining
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -140,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(default: {info.default})")
     train.add_argument("--quiet", action="store_true")
 
+    # ---- lora (training; the library commands join this group) ----
+    lora = commands.add_parser("lora", help="style LoRAs").add_subparsers(dest="lora_command", required=True)
+    lora_train = lora.add_parser("train", help="train a style LoRA from a folder of images (an interrupted run "
+                                 "resumes from its last checkpoint)")
+    for name, info in LoraTraining.model_fields.items():
+        convert, choices = (Path, None) if info.annotation is Path else _scalar_type(info.annotation)
+        flags = [_flag(name), "--lr"] if name == "learning_rate" else [_flag(name)]
+        text = info.description if info.is_required() or info.default is None else _field_help(LoraTraining, name)
+        if convert is bool:
+            lora_train.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            lora_train.add_argument(*flags, dest=name, type=convert, choices=choices, required=info.is_required(),
+                                    default=None, help=text)
+    lora_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    # ---- end lora ----
+
     commands.add_parser("methods", help="list the registered methods")
     commands.add_parser("presets", help="list the style presets (built in and your presets_file)")
     models = commands.add_parser("models", help="list or fetch model weights")
@@ -251,6 +268,32 @@ def _train_adain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_lora(args: argparse.Namespace) -> int:
+    from nstdiff.executor import CancelToken
+    from nstdiff.training.lora import train_lora
+
+    config = LoraTraining(**{name: getattr(args, name) for name in LoraTraining.model_fields
+                             if getattr(args, name) is not None})
+    cancel = CancelToken()
+
+    def on_interrupt(signum, frame):
+        cancel.cancel()  # stops after the current step; the checkpoints are kept
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    on_progress, close = _progress_printer(args.quiet)
+    try:
+        report = train_lora(config, progress=on_progress, cancel=cancel)
+    finally:
+        close()
+        signal.signal(signal.SIGINT, previous)
+    resumed = f", resumed from step {report.start_step}" if report.start_step else ""
+    last = f", last loss {report.losses[-1]:.4g}" if report.losses else ""
+    print(f"wrote {report.weights} ({report.steps} steps{resumed}{last}); use it with the trigger "
+          f"'{config.trigger_word}'")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from nstdiff.models import fetch_model, list_models
 
@@ -285,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "adain":
             return _train_adain(args)
+        if args.command == "lora" and args.lora_command == "train":
+            return _train_lora(args)
         if args.command == "methods":
             from nstdiff.registry import list_methods
 

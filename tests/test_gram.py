@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from nstdiff import CancelToken, Cancelled, ImageStyleRequest, InputError, stylize
-from nstdiff.methods.gram import level_steps, pyramid_sizes, strength_weights
+from nstdiff.methods.gram import strength_weights
+from nstdiff.pyramid import level_steps, pyramid_sizes
 from tests.conftest import mean_rgb
 
 

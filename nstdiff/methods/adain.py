@@ -26,6 +26,7 @@ from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput
 from nstdiff.models.decoders import decoder_available, load_decoder, public_decoder_ready
 from nstdiff.models.encoders import VGGEncoder
 from nstdiff.optimise import optimise_image
+from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
 from nstdiff.registry import Capabilities, register_method
 from nstdiff.schema import Frozen
 
@@ -43,6 +44,8 @@ class AdaINOptions(Frozen):
     tv_weight: float = Field(3.0, ge=0, le=1e6, description="Total-variation smoothing (optimisation variant).")
     optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     learning_rate: float = Field(0.02, gt=0, le=1.0, description="Adam step (optimisation variant).")
+    pyramid_levels: int | None = Field(None, ge=1, le=6, description="Coarse-to-fine levels of the optimisation "
+                                       "variant; None: auto (coarsest side ≥ 128 px).")
 
 
 def mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,9 +123,29 @@ class AdaINMethod(ImageMethod):
     def _optimise(self, net: VGGEncoder, job, options, alpha, regions, context):
         net.check_layers(options.layers)
         layers = sorted({*options.layers, DECODER_LAYER})
+        sizes = pyramid_sizes(job.height, job.width, options.pyramid_levels)
+        steps = level_steps(job.steps or self.default_steps, len(sizes))
+        total_steps, done, losses = sum(steps), 0, {}
+        image = resize(job.content, *sizes[0]).clone()
+        for (height, width), level_step_count in zip(sizes, steps):
+            image = upsample_with_detail(image, job.content, height, width)
+            objective = self._objective(net, job, options, alpha, regions, layers, height, width, image)
+            done, losses = optimise_image(image, objective, options.optimizer, options.learning_rate,
+                                          level_step_count, context, done, total_steps)
+            image = image.detach().clamp(0, 1)
+        return image, losses
+
+    @staticmethod
+    def _objective(net, job, options, alpha, regions, layers, height, width, image):
+        """The AdaIN loss at one pyramid level: content = AdaIN target at relu4_1, style = the styles' statistics
+        (styles scaled like the content, so stroke size holds across levels)."""
+        factor = height / job.height
         with torch.no_grad():
-            content = net(job.content, [DECODER_LAYER])[DECODER_LAYER]
-            styles = [net(style, layers) for style in job.styles]
+            content = net(resize(job.content, height, width), [DECODER_LAYER])[DECODER_LAYER]
+            styles = []
+            for style in job.styles:
+                sh, sw = style.shape[-2:]
+                styles.append(net(resize(style, max(16, round(sh * factor)), max(16, round(sw * factor))), layers))
             target = adain_target(content, [s[DECODER_LAYER] for s in styles], job.style_weights, alpha, regions)
             style_stats = {layer: [sum(w * stat for w, stat in zip(job.style_weights, pair))
                                    for pair in zip(*(mean_std(s[layer]) for s in styles))] for layer in options.layers}
@@ -136,14 +159,10 @@ class AdaINMethod(ImageMethod):
                     mean.square().sum() + std.square().sum())
             return total / len(style_stats)
 
-        image = job.content.clone()
-
         def objective():
             features = net(image, layers)
             parts = {"content": content_loss(features), "style": options.style_weight * alpha * statistics_loss(features),
                      "tv": options.tv_weight * total_variation(image)}
             return sum(parts.values()), parts
 
-        _, losses = optimise_image(image, objective, options.optimizer, options.learning_rate,
-                                   job.steps or self.default_steps, context)
-        return image.detach().clamp(0, 1), losses
+        return objective

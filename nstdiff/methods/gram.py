@@ -6,11 +6,9 @@ within memory and time it runs coarse-to-fine: each pyramid level starts from th
 """
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nstdiff.errors import InputError
@@ -19,11 +17,11 @@ from nstdiff.imageio import load_image
 from nstdiff.losses import FeatureContentLoss, GramStyleLoss, gram_matrix, total_variation
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_tensor
 from nstdiff.optimise import optimise_image
+from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
 from nstdiff.registry import Capabilities, register_method
 from nstdiff.schema import Frozen, ImageRef
 
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-PYRAMID_MIN_SIDE = 128
 # strength s ∈ [0, 1] → style/content weight ratio 10^(RATIO_AT_ZERO + RATIO_SPAN·s); s = 0 is the content itself.
 # The default 0.7 gives ≈ 24: clearly painted yet recognisable (≈ 63 lost faces and objects at 256 px)
 RATIO_AT_ZERO, RATIO_SPAN = -1.0, 3.4
@@ -57,35 +55,6 @@ def strength_weights(strength: float) -> tuple[float, float]:
     if strength <= 0:
         return 1.0, 0.0
     return 1.0, 10 ** (RATIO_AT_ZERO + RATIO_SPAN * strength)
-
-
-def pyramid_sizes(height: int, width: int, levels: int | None) -> list[tuple[int, int]]:
-    """Level sizes from coarse to fine; the finest is (height, width)."""
-    long_side = max(height, width)
-    if levels is None:
-        levels = 1 + max(0, int(math.log2(long_side / PYRAMID_MIN_SIDE)))
-    sizes = []
-    for level in reversed(range(levels)):
-        factor = 2**level
-        sizes.append((max(16, round(height / factor)), max(16, round(width / factor))))
-    return sizes
-
-
-def level_steps(total: int, levels: int) -> list[int]:
-    """Split the step budget over the levels, coarse first: a coarse step costs ~¼ of the next level's."""
-    if levels == 1:
-        return [total]
-    shares = [2.0 ** (levels - 1 - i) for i in range(levels)]  # 4, 2, 1: twice the steps at half the size
-    scale = total / sum(shares)
-    steps = [max(1, round(s * scale)) for s in shares]
-    steps[-1] = max(1, total - sum(steps[:-1]))
-    return steps
-
-
-def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    if image.shape[-2:] == (height, width):
-        return image
-    return F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
 
 
 @register_method
@@ -124,13 +93,10 @@ class GramMethod(ImageMethod):
         image = self._initial_image(job, options, sizes[0], generator, context)
         losses: dict[str, float] = {}
         for (height, width), level_step_count in zip(sizes, steps):
-            coarse_size = image.shape[-2:]
-            image = resize(image, height, width).detach()
-            if job.content is not None and tuple(coarse_size) != (height, width) and options.init != "noise":
-                # Laplacian-pyramid step: the upsampled result lacks the content's fine detail; add it back so
-                # the finer level refines strokes instead of spending its (expensive) steps re-drawing edges
-                content_level = resize(job.content, height, width)
-                image = image + content_level - resize(resize(content_level, *coarse_size), height, width)
+            if job.content is not None and options.init != "noise":
+                image = upsample_with_detail(image, job.content, height, width)
+            else:
+                image = resize(image, height, width).detach()
             factor = height / job.height
             content_loss = None
             if job.content is not None and content_weight > 0:

@@ -69,7 +69,7 @@ class LoraTraining(Frozen):
     checkpoint_every: int = Field(250, ge=1, le=200_000, description="Steps between resumable checkpoints.")
     sample_every: int = Field(250, ge=0, le=200_000, description="Steps between sample images (0: none).")
     sample_steps: int = Field(20, ge=1, le=200, description="Denoising steps of each sample image.")
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the batches, noise and sample images.")
     overwrite: bool = Field(False, description="Replace a finished LoRA of the same name.")
 
     @field_validator("trigger")
