@@ -24,3 +24,26 @@ def test_gram_with_every_control_on_cuda(images, tmp_path, monkeypatch):
         assert result.image.size == (48, 40)
         content = np.asarray(Image.open(images["content"]), float)
         assert np.abs(np.asarray(result.image, float)[:, :20] - content[:, :20]).max() <= 1
+
+
+def test_diffusion_in_fp16_on_cuda_with_structure_and_reference(images, tmp_path, monkeypatch):
+    from tests.tiny_diffusion import build_tiny_controlnet, build_tiny_ip_adapter, build_tiny_sd
+
+    parts = tmp_path / "models" / "diffusion"
+    sd15 = build_tiny_sd(parts / "sd15")
+    build_tiny_controlnet(parts / "sd15-controlnet-canny", sd15)
+    built = build_tiny_ip_adapter(tmp_path / "ip", sd15)[0]
+    (parts / "sd15-ip-adapter" / "models").mkdir(parents=True)
+    (built / "ip-adapter.safetensors").rename(parts / "sd15-ip-adapter" / "models" / "ip-adapter_sd15.safetensors")
+    (built / "image_encoder").rename(parts / "sd15-ip-adapter" / "models" / "image_encoder")
+    monkeypatch.setenv("NSTDIFF_DEVICE", "cuda")
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(tmp_path / "models"))
+    reload_settings()
+    text = stylize(ImageStyleRequest(method="diffusion-text", content=images["content"], prompt="ink", size=64,
+                                     steps=4, seed=0, options={"structure": "canny"}))
+    again = stylize(ImageStyleRequest(method="diffusion-text", content=images["content"], prompt="ink", size=64,
+                                      steps=4, seed=0, options={"structure": "canny"}))
+    assert text.image.size == (64, 53) and text.image.tobytes() == again.image.tobytes()
+    routed = stylize(ImageStyleRequest(content=images["content"], styles=[images["red"]], size=64, steps=4, seed=0,
+                                       options={"mode": "full"}))
+    assert routed.method == "diffusion-reference"  # auto: a style image, a GPU and a ready model
