@@ -83,3 +83,18 @@ def images(tmp_path) -> dict[str, Path]:
 
 def mean_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float64).reshape(-1, 3).mean(0)
+
+
+def cancel_at(step: int, stage: str | None = None):
+    """A cancel token, a progress callback that asks for cancellation once `step` (of `stage`) is reported, and the
+    list of events the callback saw."""
+    from nstdiff.executor import CancelToken
+
+    token, events = CancelToken(), []
+
+    def on_progress(event) -> None:
+        events.append(event)
+        if event.step == step and (stage is None or event.stage == stage):
+            token.cancel()
+
+    return token, on_progress, events

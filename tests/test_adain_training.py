@@ -6,10 +6,10 @@ import csv
 import numpy as np
 import pytest
 
-from nstdiff import CancelToken, Cancelled, ImageStyleRequest, InputError, stylize
+from nstdiff import Cancelled, ImageStyleRequest, InputError, stylize
 from nstdiff.models.decoders import decoder_path
 from nstdiff.training.adain_decoder import DecoderTraining, train_decoder
-from tests.conftest import gradient, stripes
+from tests.conftest import cancel_at, gradient, stripes
 
 
 @pytest.fixture
@@ -44,11 +44,7 @@ def test_loss_falls_and_the_method_uses_the_trained_decoder(folders, isolated_se
 
 
 def test_a_stopped_run_resumes_from_its_last_checkpoint(folders):
-    cancel = CancelToken()
-
-    def stop_at_13(event):
-        if event.stage == "train" and event.step == 13:
-            cancel.cancel()
+    cancel, stop_at_13, _ = cancel_at(13, stage="train")
 
     with pytest.raises(Cancelled):
         train_decoder(config(folders, steps=30, checkpoint_every=5), progress=stop_at_13, cancel=cancel)

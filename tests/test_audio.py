@@ -18,6 +18,7 @@ from extensions.audio.schema import MAX_SECONDS, AudioStyleRequest
 from extensions.audio.spectral import RandomFilterBank, SpectralStyleLoss, log_magnitude
 from nstdiff.cli import main
 from nstdiff.errors import Cancelled, InputError
+from tests.conftest import cancel_at
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 22050
@@ -183,14 +184,7 @@ def test_oversized_files_and_out_of_range_settings_are_refused(clips, monkeypatc
 
 
 def test_cancel_stops_at_the_next_step(clips):
-    from nstdiff.executor import CancelToken
-
-    token = CancelToken()
-
-    def on_progress(event):
-        if event.step == 3:
-            token.cancel()
-
+    token, on_progress, _ = cancel_at(3)
     with pytest.raises(Cancelled) as stopped:
         nstdiff.stylize(AudioStyleRequest(content=clips["chord"], style=clips["noise"], filters=16, n_fft=512,
                                           steps=500), progress=on_progress, cancel=token)

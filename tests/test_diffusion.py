@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from nstdiff import ImageStyleRequest, ModelNotFoundError, stylize
 from nstdiff.errors import Cancelled, InputError, ModelFileError
-from nstdiff.executor import CancelToken
 from nstdiff.settings import reload_settings
+from tests.conftest import cancel_at
 from tests.tiny_diffusion import (build_tiny_controlnet, build_tiny_ip_adapter, build_tiny_lora, build_tiny_sd,
                                   build_tiny_sdxl)
 
@@ -88,16 +88,10 @@ def test_progress_fires_once_per_denoising_step_and_cancel_stops_early(models, i
     stylize(text_request(images, steps=10, controls={"strength": 0.5}), progress=events.append)
     assert [e.step for e in events if e.stage == "denoise"] == [1, 2, 3, 4, 5]  # img2img runs strength × steps
 
-    cancel, seen = CancelToken(), []
-
-    def on_progress(event):
-        seen.append(event.step)
-        if event.step == 2:
-            cancel.cancel()
-
+    cancel, on_progress, seen = cancel_at(2)
     with pytest.raises(Cancelled):
         stylize(text_request(images, steps=10, controls={"strength": 1.0}), progress=on_progress, cancel=cancel)
-    assert seen[-1] == 2
+    assert seen[-1].step == 2
 
 
 def test_txt2img_without_a_content_image(models):

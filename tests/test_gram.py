@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nstdiff import CancelToken, Cancelled, ImageStyleRequest, InputError, stylize
+from nstdiff import Cancelled, ImageStyleRequest, InputError, stylize
 from nstdiff.methods.gram import strength_weights
 from nstdiff.pyramid import level_steps, pyramid_sizes
-from tests.conftest import mean_rgb
+from tests.conftest import cancel_at, mean_rgb
 
 
 def request(images, **kwargs) -> ImageStyleRequest:
@@ -86,12 +86,7 @@ def test_adam_and_init_image(images):
 
 
 def test_cancel_stops_at_the_step_it_was_asked(images):
-    token = CancelToken()
-
-    def on_progress(event):
-        if event.step == 3:
-            token.cancel()
-
+    token, on_progress, _ = cancel_at(3)
     with pytest.raises(Cancelled) as caught:
         stylize(request(images, steps=50), progress=on_progress, cancel=token)
     assert caught.value.step == 3

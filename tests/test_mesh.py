@@ -18,12 +18,12 @@ from extensions.mesh.schema import MeshStyleRequest
 from extensions.mesh.surface import build_atlas, load_surface
 from nstdiff.cli import main as cli_main
 from nstdiff.errors import Cancelled, InputError
-from nstdiff.executor import CancelToken, stylize
+from nstdiff.executor import stylize
 from nstdiff.losses import GramStyleLoss, gram_matrix
 from nstdiff.methods.gram import DEFAULT_STYLE_LAYERS
 from nstdiff.models.encoders import load_encoder
 from nstdiff.settings import reload_settings
-from tests.conftest import stripes
+from tests.conftest import cancel_at, stripes
 
 FAST = dict(views=4, view_size=48, texture_size=128, encoder="random", seed=0)
 RED = np.array([230, 30, 20]) / 255
@@ -173,12 +173,7 @@ def test_degenerate_and_non_manifold_faces_are_handled(tmp_path, style):
 
 
 def test_progress_is_reported_and_cancel_stops_the_run(sphere, style):
-    token, events = CancelToken(), []
-
-    def on_progress(event):
-        events.append(event)
-        if event.step == 2:
-            token.cancel()
+    token, on_progress, events = cancel_at(2)
 
     with pytest.raises(Cancelled, match="cancelled at step 2/50"):
         stylize(MeshStyleRequest(model=sphere, style=style, steps=50, **FAST), progress=on_progress, cancel=token)
