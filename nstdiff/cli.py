@@ -81,6 +81,8 @@ def _common_image_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", action="append", default=[], type=Path, help="style image (repeat for several)")
     parser.add_argument("--style-weights", type=_weights, help="blend weights, one per --style, e.g. 0.7,0.3")
     parser.add_argument("--prompt", help="a text style, e.g. 'ukiyo-e woodblock print' (diffusion methods)")
+    parser.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
+                        help="a LoRA from your library with its blend weight (repeat to blend; diffusion methods)")
     parser.add_argument("--method", default="auto", help="method name (see `nstdiff methods`), or auto: a text style "
                         "goes to diffusion-text, a style image to gram (diffusion-reference on a GPU with a ready "
                         "model); diffusion: the diffusion method for the inputs given")
@@ -208,6 +210,8 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
     if len(weights) != len(args.style):
         raise InputError(f"--style-weights has {len(weights)} values for {len(args.style)} styles; give one each")
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    if args.lora:
+        options["loras"] = args.lora
     controls = {"style_scale": args.style_scale}
     if args.strength is not None:
         controls["strength"] = args.strength
