@@ -20,9 +20,8 @@ from pydantic import BaseModel, Field
 
 from nstdiff.errors import InputError, ModelFileError
 from nstdiff.settings import Settings, get_settings
+from nstdiff.training.lora_data import LORAS_FOLDER, check_lora_name
 
-LIBRARY_FOLDER = "loras"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 
 
@@ -45,14 +44,7 @@ class LoraInfo(BaseModel):
 
 
 def library_root(settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).models_path / LIBRARY_FOLDER
-
-
-def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name or ""):
-        raise InputError(f"'{name}' is not a usable LoRA name: use 1–64 lower-case letters, digits, '-' or '_', "
-                         "starting with a letter or digit")
-    return name
+    return (settings or get_settings()).models_path / LORAS_FOLDER
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -125,7 +117,7 @@ def get_lora(name: str, settings: Settings | None = None) -> LoraInfo:
 def rename_lora(old: str, new: str, settings: Settings | None = None) -> LoraInfo:
     settings = settings or get_settings()
     info = get_lora(old, settings)
-    target = library_root(settings) / check_name(new)
+    target = library_root(settings) / check_lora_name(new)
     if target.exists():
         raise InputError(f"a LoRA named '{new}' already exists; delete or rename it first")
     info.folder.rename(target)
@@ -184,7 +176,7 @@ def import_lora(file: Path, name: str, base: str, trigger: str | None = None,
                 settings: Settings | None = None) -> LoraInfo:
     """Copy a safetensors LoRA (diffusers or kohya keys) into the library, after checking it fits `base`."""
     settings = settings or get_settings()
-    check_name(name)
+    check_lora_name(name)
     file = Path(file)
     if not file.is_file():
         raise InputError(f"no such file: {file}")

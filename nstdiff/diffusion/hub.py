@@ -85,9 +85,11 @@ def locally_available(name: str, settings: Settings | None = None) -> bool:
     return _hf_cached(repo, patterns, marker) is not None
 
 
-def resolve_repo(ref: str, settings: Settings | None = None, message: Message | None = None) -> Path:
+def resolve_repo(ref: str, settings: Settings | None = None, message: Message | None = None,
+                 files: list[str] | None = None, marker: str = "model_index.json") -> Path:
     """A local folder for `ref`: a folder path, a catalogue part name (`sd15`, `sdxl-ip-adapter`) or a Hugging Face
-    repo id (`owner/name`); fetched only when downloads are allowed."""
+    repo id (`owner/name`; `files` and `marker` say what of it is needed: a diffusers pipeline by default, e.g.
+    MODEL_FILES and "config.json" for a transformers model); fetched only when downloads are allowed."""
     settings = settings or get_settings()
     folder = Path(ref).expanduser()
     if folder.is_dir():
@@ -100,7 +102,7 @@ def resolve_repo(ref: str, settings: Settings | None = None, message: Message | 
             return local
         searched.append(local)
     elif "/" in ref and not folder.is_absolute() and ref.count("/") == 1:
-        repo, patterns, marker = ref, PIPELINE_FILES, "model_index.json"
+        repo, patterns = ref, files or PIPELINE_FILES
         searched.append(folder)
     else:
         raise ModelNotFoundError(ref, [folder], f"give a model family ({', '.join(load_catalogue().families)}), a "

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageOps
 from safetensors import safe_open
 
 import nstdiff
-from nstdiff.diffusion.hub import check_pipeline_folder, resolve_repo
+from nstdiff.diffusion.hub import MODEL_FILES, check_pipeline_folder, resolve_repo
 from nstdiff.errors import Cancelled, InputError, ModelFileError
 from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.imageio import atomic_write, load_image, save_png
@@ -194,12 +194,11 @@ def _prepare_folder(config: LoraTraining, folder: Path, main: bool) -> Path | No
     if state and state.status == "running" and state.pid != os.getpid():
         raise InputError(f"LoRA '{config.name}' is being trained right now by process {state.pid}; wait for it or "
                          "stop it first")
-    if weights.is_file() or (state and state.status == "finished"):
-        if not config.overwrite:
-            raise InputError(f"a LoRA named '{config.name}' already exists in '{folder}'; pick another --name or "
-                             "pass --overwrite to replace it")
-        if main:
-            shutil.rmtree(folder)
+    if (weights.is_file() or (state and state.status == "finished")) and not config.overwrite:
+        raise InputError(f"a LoRA named '{config.name}' already exists in '{folder}'; pick another --name or "
+                         "pass --overwrite to replace it")
+    if config.overwrite and main and folder.exists():
+        shutil.rmtree(folder)
     checkpoints = _checkpoints(folder)
     if checkpoints:
         try:
@@ -213,7 +212,7 @@ def _prepare_folder(config: LoraTraining, folder: Path, main: bool) -> Path | No
             raise InputError(f"LoRA '{config.name}' has an interrupted run with different settings: {details}. "
                              "Use the same settings to resume it, or pass --overwrite to start again")
         return checkpoints[-1]
-    if main and folder.exists() and not config.overwrite:  # a run killed before its first checkpoint: start afresh
+    if main and folder.exists():  # a run killed before its first checkpoint: start afresh
         for leftover in ("loss.csv", "loss.png", "samples", "checkpoints"):
             target = folder / leftover
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
@@ -224,7 +223,7 @@ def caption_images(paths: list[Path], captioner: str, trigger: str, device: torc
                    message) -> list[str]:
     """Captions from a BLIP captioning model (Li et al. 2022), resolved like every other model (offline: a clear
     `ModelNotFoundError`); the trigger is prepended to each."""
-    folder = resolve_repo(captioner, settings, message)
+    folder = resolve_repo(captioner, settings, message, files=MODEL_FILES, marker="config.json")
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     try:
@@ -258,7 +257,7 @@ class _Cache:
         with torch.no_grad():
             for item in report.images:
                 square = _square(load_image(item.path, "training", settings), resolution)
-                pixels = torch.from_numpy(np.asarray(square)).permute(2, 0, 1).float() / 127.5 - 1
+                pixels = torch.from_numpy(np.array(square)).permute(2, 0, 1).float() / 127.5 - 1
                 pair = torch.stack([pixels, pixels.flip(-1)]).to(device, vae.dtype)
                 dist = vae.encode(pair).latent_dist
                 means.append(dist.mean.float())
@@ -266,7 +265,7 @@ class _Cache:
             self.mean, self.std = torch.stack(means), torch.stack(stds)  # (images, 2 flips, C, h, w)
             unique = sorted(set(captions))
             encoded = {caption: self._encode(pipe, caption, device) for caption in unique}
-        self.caption_index = torch.tensor([unique.index(c) for c in captions])
+        self.caption_index = torch.tensor([unique.index(c) for c in captions], device=device)
         self.embeds = torch.cat([encoded[c][0] for c in unique]).float()
         self.pooled = torch.cat([encoded[c][1] for c in unique]).float() if self.xl else None
         self.time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32,
@@ -291,9 +290,9 @@ class _Cache:
         captions = self.caption_index[images]
         extra = {}
         if self.xl:
-            extra["added_cond_kwargs"] = {"text_embeds": self.pooled[captions.to(self.pooled.device)],
+            extra["added_cond_kwargs"] = {"text_embeds": self.pooled[captions],
                                           "time_ids": self.time_ids.repeat(len(images), 1)}
-        return latents, self.embeds[captions.to(self.embeds.device)], extra
+        return latents, self.embeds[captions], extra
 
 
 def _load_pipeline(folder: Path, device: torch.device, weight_dtype: torch.dtype):
@@ -456,7 +455,6 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
             if writer:
                 writer.writerow([step, f"{step_loss:.6g}", f"{elapsed_before + time.perf_counter() - started:.3f}"])
             if main and step % config.checkpoint_every == 0 and step < config.steps:
-                accelerator.wait_for_everyone()
                 checkpoint = _save_checkpoint(folder, step, pipeline_class, accelerator.unwrap_model(training_unet),
                                               lora_config, optimizer, metadata)
                 last_checkpoint = str(checkpoint.relative_to(folder))

@@ -13,7 +13,6 @@ On-disk layout of one LoRA, `<models_path>/loras/<name>/`:
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -36,7 +35,7 @@ MIN_IMAGES = 2
 MAX_CAPTION_CHARS = 1000
 CAPTION_TEMPLATE = "a picture in the style of {trigger}"
 CAPTIONER_REPO = "Salesforce/blip-image-captioning-base"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # the library's names: also the LoRA's adapter name in the UNet
 METADATA_KEYS = ("format", "name", "base", "architecture", "trigger", "rank", "steps", "dataset_size", "resolution",
                  "captions", "learning_rate", "created", "version")
 # Fields that change what is learnt: a run resumes only when these match the interrupted one.
@@ -49,7 +48,7 @@ class LoraTraining(Frozen):
     attention projections W get a trainable update (α/r)·B·A of rank r, learnt with the denoising loss of the base."""
 
     images: Path = Field(description="Folder of training images (PNG, JPEG, WebP, BMP, TIFF); sidecar .txt captions.")
-    name: str = Field(pattern=NAME_PATTERN, description="Name of the LoRA (letters, digits, - _ .); its folder name.")
+    name: str = Field(pattern=NAME_PATTERN, description="Name of the LoRA (lower-case letters, digits, - _); its folder name.")
     trigger: str | None = Field(None, min_length=1, max_length=100,
                                 description="Word that calls up the style in prompts (default: the name).")
     captions: Literal["none", "file", "auto"] = Field(
@@ -225,10 +224,15 @@ class LoraState(BaseModel):
     updated: str | None = None
 
 
+def check_lora_name(name: str) -> str:
+    if not re.match(NAME_PATTERN, name or ""):
+        raise InputError(f"'{name}' is not a usable LoRA name: use 1–64 lower-case letters, digits, '-' or '_', "
+                         "starting with a letter or digit")
+    return name
+
+
 def lora_folder(name: str, settings: Settings | None = None) -> Path:
-    if not re.match(NAME_PATTERN, name):
-        raise InputError(f"'{name}' is not a LoRA name: use letters, digits, '-', '_' and '.', up to 64 characters")
-    return (settings or get_settings()).models_path / LORAS_FOLDER / name
+    return (settings or get_settings()).models_path / LORAS_FOLDER / check_lora_name(name)
 
 
 def _process_alive(pid: int) -> bool:
