@@ -157,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
             lora_train.add_argument(*flags, dest=name, type=convert, choices=choices, required=info.is_required(),
                                     default=None, help=text)
     lora_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    lora.add_parser("list", help="the LoRAs in your library")
+    rename = lora.add_parser("rename", help="rename a LoRA")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    delete = lora.add_parser("delete", help="delete a LoRA and its samples")
+    delete.add_argument("name")
+    export = lora.add_parser("export", help="write a LoRA in kohya format (AUTOMATIC1111, ComfyUI)")
+    export.add_argument("name")
+    export.add_argument("output", type=Path, help="a .safetensors file")
+    import_ = lora.add_parser("import", help="add a .safetensors LoRA (diffusers or kohya keys) to the library")
+    import_.add_argument("file", type=Path)
+    import_.add_argument("--name", required=True)
+    import_.add_argument("--base", default=None, help="its base model family (default: the diffusion_family setting)")
+    import_.add_argument("--trigger", help="the word that calls the style up in prompts")
     # ---- end lora ----
 
     commands.add_parser("methods", help="list the registered methods")
@@ -298,6 +312,31 @@ def _train_lora(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lora_library(args: argparse.Namespace) -> int:
+    from nstdiff import loras
+    from nstdiff.settings import get_settings
+
+    if args.lora_command == "list":
+        rows = loras.list_loras()
+        print(f"{'name':24} {'base':10} {'trigger':16} {'rank':>4} {'steps':>6}  created")
+        for info in rows:
+            print(f"{info.name:24} {info.base or '-':10} {info.trigger or '-':16} {info.rank or '-':>4} "
+                  f"{info.steps or '-':>6}  {info.created or '-'}")
+        if not rows:
+            print("(empty: `nstdiff lora train` or `nstdiff lora import`)")
+    elif args.lora_command == "rename":
+        print(f"renamed to {loras.rename_lora(args.old, args.new).name}")
+    elif args.lora_command == "delete":
+        loras.delete_lora(args.name)
+        print(f"deleted {args.name}")
+    elif args.lora_command == "export":
+        print(f"wrote {loras.export_kohya(args.name, args.output)}")
+    else:
+        info = loras.import_lora(args.file, args.name, args.base or get_settings().diffusion_family, args.trigger)
+        print(f"imported {info.name} ({info.file})")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from nstdiff.models import fetch_model, list_models
 
@@ -332,8 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "adain":
             return _train_adain(args)
-        if args.command == "lora" and args.lora_command == "train":
-            return _train_lora(args)
+        if args.command == "lora":
+            return _train_lora(args) if args.lora_command == "train" else _lora_library(args)
         if args.command == "methods":
             from nstdiff.registry import list_methods
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from nstdiff import ImageStyleRequest, stylize
 from nstdiff.errors import InputError, ModelFileError
@@ -132,3 +133,21 @@ def test_my_styles_in_the_text_style_tab(library, images, tmp_path):
             client.predict(**common, lora_1="inx", api_name="/text_style")
     finally:
         server.stop()
+
+
+def test_the_lora_commands(library, tmp_path, capsys):
+    from nstdiff.cli import main
+
+    assert main(["lora", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "ink" in listing and "<ink>" in listing and "neon" in listing
+    assert main(["lora", "export", "ink", str(tmp_path / "ink_kohya.safetensors")]) == 0
+    assert main(["lora", "import", str(tmp_path / "ink_kohya.safetensors"), "--name", "ink-copy", "--base", "sd15"]) == 0
+    assert main(["lora", "rename", "ink-copy", "ink-two"]) == 0 and main(["lora", "delete", "neon"]) == 0
+    out = tmp_path / "styled.png"
+    assert main(["texture", "--prompt", "a lighthouse", "--method", "diffusion-text", "--lora", "ink-two:0.7",
+                 "--size", "64", "--steps", "3", "--seed", "0", "-o", str(out)]) == 0
+    assert json.loads(Image.open(out).text["nstdiff"])["parameters"]["options"]["loras"] == [
+        {"name": "ink-two", "weight": 0.7}]
+    assert main(["lora", "import", str(tmp_path / "ink_kohya.safetensors"), "--name", "Bad Name"]) == 2
+    assert "not a usable LoRA name" in capsys.readouterr().err
