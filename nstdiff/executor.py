@@ -112,6 +112,9 @@ class Executor(Protocol):
     def loras(self) -> list[Any]:
         """The person's LoRA library."""
 
+    def lora(self, action: str, **arguments: Any) -> Any:
+        """A library or training action: rename, delete, export, import, train (in the background), jobs, files."""
+
 
 class InProcessExecutor:
     """Runs each request in the calling thread on the configured device."""
@@ -146,6 +149,25 @@ class InProcessExecutor:
         from nstdiff.loras import list_loras
 
         return list_loras(self.settings)
+
+    def lora(self, action: str, **arguments: Any) -> Any:
+        from nstdiff import loras
+        from nstdiff.training import background
+        from nstdiff.training.lora_data import LoraTraining
+
+        settings = self.settings or get_settings()
+        if action == "train":
+            try:
+                config = LoraTraining(**arguments)
+            except ValidationError as exc:
+                raise InputError(f"invalid training settings: {format_validation_error(exc)}") from None
+            return background.start_training(config, settings)
+        actions = {"rename": loras.rename_lora, "delete": loras.delete_lora, "export": loras.export_kohya,
+                   "import": loras.import_lora, "jobs": background.training_states,
+                   "files": background.training_files}
+        if action not in actions:
+            raise InputError(f"unknown LoRA action '{action}'; one of train, {', '.join(actions)}")
+        return actions[action](**arguments, settings=settings)
 
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
         settings = self.settings or get_settings()

@@ -23,6 +23,7 @@ from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressE
 from nstdiff.settings import Settings, get_settings
 from nstdiff.store import HistoryEntry, Store
 from ui.diffusion_tabs import build_reference_tab, build_text_tab
+from ui.lora_tab import build_lora_tab
 from ui.forms import (OptionField, bounds, image_request, method_options, option_fields, painted_mask,
                       upload_path)
 
@@ -280,6 +281,7 @@ class App:
                                     elem_id="example")
 
             diffusion_jobs = build_text_tab(self) + build_reference_tab(self)
+            build_lora_tab(self)
 
             with gr.Tab("Texture", id="texture"):
                 with gr.Row():

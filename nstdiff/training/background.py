@@ -1,0 +1,85 @@
+"""LoRA training as a background job: a separate process (`nstdiff lora train`) the app starts and follows.
+
+The job's truth is its folder: `state.json` (step, loss, time left, pid), `loss.png`, `samples/`. A page reload or an
+app restart reads them again; a process that died is reported as interrupted, and starting the same job again
+resumes it from its last checkpoint. The dataset is checked here, before the process starts, so a bad folder is a
+message in the app, not a failed job.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from nstdiff.errors import InputError
+from nstdiff.settings import Settings, get_settings
+from nstdiff.training.lora_data import (LORAS_FOLDER, LoraState, LoraTraining, inspect_dataset, lora_folder,
+                                        read_state)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings (`NSTDIFF_*` variables)."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"NSTDIFF_{name.upper()}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return env
+
+
+def command_line(config: LoraTraining) -> list[str]:
+    """`nstdiff lora train …` with every field of `config` as its flag."""
+    args = [sys.executable, "-m", "nstdiff.cli", "lora", "train", "--quiet"]
+    for name, value in config.model_dump(mode="json").items():
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def start_training(config: LoraTraining, settings: Settings | None = None) -> LoraState:
+    """Check the dataset, then start training in its own process (which outlives the app); returns its first state.
+    A job of that name that is still running is refused."""
+    settings = settings or get_settings()
+    folder = lora_folder(config.name, settings)
+    current = read_state(folder)
+    if current is not None and current.status == "running":
+        raise InputError(f"'{config.name}' is already training (step {current.step} of {current.steps})")
+    inspect_dataset(config.images, config, settings)  # raises with the reason for an unusable folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.log", "ab") as log:
+        process = subprocess.Popen(command_line(config), stdout=log, stderr=subprocess.STDOUT,
+                                   env=settings_environment(settings), start_new_session=True)
+    # reap it when it ends, so a dead job is not a zombie that still looks alive to `read_state`
+    threading.Thread(target=process.wait, daemon=True, name=f"lora-{config.name}").start()
+    state = LoraState(status="running", steps=config.steps, pid=process.pid)
+    if current is not None:
+        state = state.model_copy(update={"step": current.step})
+    return state
+
+
+def training_states(settings: Settings | None = None) -> dict[str, LoraState]:
+    """Every LoRA folder's job state, by name (finished LoRAs included)."""
+    root = (settings or get_settings()).models_path / LORAS_FOLDER
+    states = {}
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        state = read_state(folder)
+        if state is not None:
+            states[folder.name] = state
+    return states
+
+
+def training_files(name: str, settings: Settings | None = None) -> tuple[Path | None, Path | None, str]:
+    """(loss curve, newest sample image, last lines of the log) of a job, for the app."""
+    folder = lora_folder(name, settings)
+    loss = folder / "loss.png"
+    samples = sorted((folder / "samples").glob("*.png")) if (folder / "samples").is_dir() else []
+    log = folder / "train.log"
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:]) if log.is_file() else ""
+    return (loss if loss.is_file() else None), (samples[-1] if samples else None), tail

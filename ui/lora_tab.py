@@ -1,0 +1,170 @@
+"""The My styles tab: train a LoRA from uploaded artwork as a background job, follow it, and keep the library.
+
+Training runs in its own process (see `nstdiff/training/background.py`); this tab only starts it and reads its
+folder every few seconds, so a page reload or an app restart shows the same job, and an interrupted one resumes from
+its last checkpoint with Train. No torch here.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import gradio as gr
+
+from nstdiff.errors import NstdiffError
+from ui.forms import upload_path
+
+if TYPE_CHECKING:
+    from ui.app import App
+
+POLL_SECONDS = 2.0
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def describe_job(name: str, state) -> str:
+    if state is None:
+        return f"**{name}**: no training job"
+    line = f"**{name}**: {state.status}, step {state.step} of {state.steps}"
+    if state.loss is not None:
+        line += f" · loss {state.loss:.4g}"
+    if state.status == "running":
+        line += f" · {state.seconds_per_step or 0:.2f} s/step · about {_minutes(state.eta_seconds)} left"
+    if state.status == "interrupted":
+        line += " · press Train with the same settings to resume from the last checkpoint"
+    if state.error:
+        line += f"  \n{state.error}"
+    return line
+
+
+def build_lora_tab(app: "App") -> list:
+    executor, settings = app.executor, app.settings
+    datasets = Path(settings.outputs_dir) / "lora-datasets"  # uploads kept, so a resumed job finds its images
+
+    def call(action: str, **arguments):
+        try:
+            return executor.lora(action, **arguments)
+        except NstdiffError as exc:
+            raise gr.Error(str(exc), title="My styles")
+
+    def library_rows():
+        return [[i.name, i.base or "", i.trigger or "", i.rank or "", i.steps or "", i.created or "", i.source]
+                for i in executor.loras()]
+
+    def job_names():
+        return list(call("jobs"))
+
+    def train(files, name, trigger, base, steps, rank, resolution, captions):
+        name = (name or "").strip()
+        if not name:
+            raise gr.Error("Give the style a name.", title="My styles")
+        folder = datasets / name
+        if files:  # a new dataset (replacing this name's old one); none given: the kept one, e.g. to resume
+            datasets.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=datasets))
+            for file in files:
+                source = Path(upload_path(file))
+                shutil.copyfile(source, staging / source.name)
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
+        elif not folder.is_dir():
+            raise gr.Error("Upload a few images of your artwork (and .txt captions if you have them).",
+                           title="My styles")
+        state = call("train", images=str(folder), name=name, trigger=(trigger or "").strip() or None, base=base,
+                     steps=int(steps), rank=int(rank), resolution=int(resolution), captions=captions,
+                     checkpoint_every=max(1, int(steps) // 10), sample_every=max(1, int(steps) // 5))
+        return gr.update(choices=job_names(), value=name), describe_job(name, state)
+
+    def status(name):
+        if not name:
+            return "No job selected.", None, None, ""
+        state = call("jobs").get(name)
+        loss, sample, log = call("files", name=name)
+        return describe_job(name, state), (str(loss) if loss else None), (str(sample) if sample else None), log
+
+    def rename(old, new):
+        call("rename", old=old, new=(new or "").strip())
+        return library_rows()
+
+    def delete(name):
+        call("delete", name=name)
+        return library_rows()
+
+    def export(name):
+        target = Path(tempfile.mkdtemp()) / f"{name}_kohya.safetensors"
+        return str(call("export", name=name, destination=target))
+
+    def import_file(file, name, base, trigger):
+        if not file:
+            raise gr.Error("Choose a .safetensors LoRA file.", title="My styles")
+        call("import", file=Path(upload_path(file)), name=(name or "").strip(), base=base,
+             trigger=(trigger or "").strip() or None)
+        return library_rows()
+
+    families = executor.families()
+    with gr.Tab("My styles", id="loras") as tab:
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("### Train a style from your artwork")
+                files = gr.File(file_count="multiple", file_types=["image", ".txt"], label="Images (+ .txt captions)",
+                                elem_id="lora-files")
+                with gr.Row():
+                    name = gr.Textbox(label="Name", placeholder="my-ink", elem_id="lora-name")
+                    trigger = gr.Textbox(label="Trigger word (default: the name)", elem_id="lora-trigger")
+                base = gr.Dropdown([(t, n) for n, t in families.items()], value=settings.diffusion_family,
+                                   label="Base model", allow_custom_value=True, elem_id="lora-base")
+                with gr.Row():
+                    steps = gr.Number(label="Steps", value=1000, precision=0, minimum=1, maximum=200_000,
+                                      elem_id="lora-steps")
+                    rank = gr.Number(label="Rank", value=8, precision=0, minimum=1, maximum=256, elem_id="lora-rank")
+                    resolution = gr.Number(label="Resolution", value=512, precision=0, minimum=32, maximum=2048,
+                                           step=8, elem_id="lora-resolution")
+                captions = gr.Radio([("trigger only", "none"), ("from .txt files", "file"), ("automatic", "auto")],
+                                    value="none", label="Captions", elem_id="lora-captions")
+                train_button = gr.Button("Train (or resume)", variant="primary", elem_id="lora-train")
+            with gr.Column():
+                gr.Markdown("### Training jobs")
+                job = gr.Dropdown(job_names(), label="Job", allow_custom_value=True, elem_id="lora-job")
+                job_status = gr.Markdown(elem_id="lora-status")
+                with gr.Row():
+                    loss_curve = gr.Image(label="Loss", type="filepath", interactive=False, format="png")
+                    sample = gr.Image(label="Latest sample", type="filepath", interactive=False, format="png")
+                log = gr.Textbox(label="Log (last lines)", lines=3)
+        gr.Markdown("### Library")
+        table = gr.Dataframe(library_rows(), headers=["name", "base", "trigger", "rank", "steps", "created", "source"],
+                             interactive=False, elem_id="lora-library")
+        with gr.Row():
+            chosen = gr.Textbox(label="LoRA", elem_id="lora-chosen")
+            new_name = gr.Textbox(label="New name")
+            rename_button = gr.Button("Rename")
+            delete_button = gr.Button("Delete", variant="stop")
+            export_button = gr.Button("Export (kohya)")
+        exported = gr.File(label="Exported file")
+        with gr.Row():
+            import_upload = gr.File(file_types=[".safetensors"], label="Import a .safetensors LoRA")
+            import_name = gr.Textbox(label="Name")
+            import_base = gr.Dropdown([(t, n) for n, t in families.items()], value=settings.diffusion_family,
+                                      label="Its base model")
+            import_trigger = gr.Textbox(label="Trigger")
+            import_button = gr.Button("Import")
+
+    timer = gr.Timer(POLL_SECONDS)
+    outputs = [job_status, loss_curve, sample, log]
+    timer.tick(status, job, outputs, queue=False, api_name=False, show_progress="hidden")
+    job.change(status, job, outputs, queue=False, api_name="lora_status", show_progress="hidden")
+    train_button.click(train, [files, name, trigger, base, steps, rank, resolution, captions], [job, job_status],
+                       api_name="lora_train")
+    tab.select(lambda: (library_rows(), gr.update(choices=job_names())), None, [table, job], queue=False,
+               api_name="lora_library", show_progress="hidden")
+    rename_button.click(rename, [chosen, new_name], table, api_name="lora_rename")
+    delete_button.click(delete, chosen, table, api_name="lora_delete")
+    export_button.click(export, chosen, exported, api_name="lora_export")
+    import_button.click(import_file, [import_upload, import_name, import_base, import_trigger], table,
+                        api_name="lora_import")
+    return []
