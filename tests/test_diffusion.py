@@ -14,8 +14,8 @@ from nstdiff import ImageStyleRequest, ModelNotFoundError, stylize
 from nstdiff.errors import Cancelled, InputError, ModelFileError
 from nstdiff.settings import reload_settings
 from tests.conftest import cancel_at
-from tests.tiny_diffusion import (build_tiny_controlnet, build_tiny_ip_adapter, build_tiny_lora, build_tiny_sd,
-                                  build_tiny_sdxl)
+from tests.tiny_diffusion import (build_tiny_controlnet, build_tiny_depth_estimator, build_tiny_ip_adapter,
+                                  build_tiny_lora, build_tiny_sd, build_tiny_sdxl)
 
 
 def _as_catalogue_ip_adapter(built: Path, target: Path, subfolder: str, weight_name: str) -> None:
@@ -34,6 +34,8 @@ def diffusion_models(tmp_path_factory) -> Path:
     sd15 = build_tiny_sd(parts / "sd15")
     sdxl = build_tiny_sdxl(parts / "sdxl")
     build_tiny_controlnet(parts / "sd15-controlnet-canny", sd15)
+    build_tiny_controlnet(parts / "sd15-controlnet-depth", sd15, seed=1)
+    build_tiny_depth_estimator(parts / "depth-estimator")
     build_tiny_lora(parts / "sd15-lcm-lora", sd15, seed=3)
     for family, pipeline, subfolder, weight in (("sd15", sd15, "models", "ip-adapter_sd15.safetensors"),
                                                 ("sdxl", sdxl, "sdxl_models", "ip-adapter_sdxl.safetensors")):
@@ -127,6 +129,8 @@ def test_structure_guidance_runs_a_controlnet_on_the_photos_edges(models, images
     held = stylize(text_request(images, options={"structure": "canny", "structure_scale": 2.0}))
     assert held.image.size == plain.image.size
     assert held.image.tobytes() != plain.image.tobytes()
+    depth = stylize(text_request(images, options={"structure": "depth", "structure_scale": 2.0}))
+    assert depth.image.tobytes() not in (plain.image.tobytes(), held.image.tobytes())
     with pytest.raises(InputError, match="structure guidance keeps the structure of a content image"):
         stylize(ImageStyleRequest(method="diffusion-text", prompt="x", size=64, options={"structure": "canny"}))
 

@@ -250,3 +250,17 @@ def test_auto_captions_offline_name_the_missing_captioner(tmp_path):
     config = LoraTraining(images=make_style_folder(tmp_path / "images", 2), name="auto", captions="auto", **FAST)
     with pytest.raises(ModelNotFoundError, match="Salesforce/blip-image-captioning-base.*downloads are disabled"):
         train_lora(config)
+
+
+def test_auto_captions_come_from_the_captioning_model(models_dir, tmp_path):
+    from tests.tiny_diffusion import build_tiny_captioner
+
+    captioner = build_tiny_captioner(tmp_path / "blip")
+    settings = Settings(models_dir=models_dir, device="cpu", allow_downloads=False, cache_dir=tmp_path / "cache")
+    config = LoraTraining(images=make_style_folder(tmp_path / "images", 2), name="auto-captions", captions="auto",
+                          captioner=str(captioner), trigger="mystyle", steps=2, checkpoint_every=2, sample_every=0,
+                          **FAST)
+    messages = []
+    train_lora(config, progress=lambda e: messages.append(e.message), settings=settings)
+    captions = [m for m in messages if m.startswith("caption s")]
+    assert len(captions) == 2 and all(": mystyle, " in m for m in captions)  # the model's words after the trigger

@@ -339,3 +339,42 @@ def build_tiny_lora(folder: Path, pipeline_folder: Path, rank: int = 4, seed: in
         unet_lora_adapter_metadata=config.to_dict(),
     )
     return folder
+
+
+def build_tiny_depth_estimator(folder: Path, seed: int = 0) -> Path:
+    """A tiny DPT depth estimator (the layout of `Intel/dpt-hybrid-midas` minus the hybrid backbone), which
+    transformers' `pipeline("depth-estimation", model=folder)` loads: config, safetensors weights, processor."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(seed)
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, image_size=32,
+                       patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
+                       fusion_hidden_size=16)
+    DPTForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(folder)
+    return Path(folder)
+
+
+def build_tiny_captioner(folder: Path, seed: int = 0) -> Path:
+    """A tiny BLIP captioner (the layout of `Salesforce/blip-image-captioning-base`: config, safetensors weights,
+    processor with a BERT word-piece vocabulary) that `BlipForConditionalGeneration.generate` runs."""
+    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
+                              BlipProcessor, BlipTextConfig, BlipVisionConfig)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "picture", "of", "red", "stripes", "sky"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"))
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    torch.manual_seed(seed)
+    text = BlipTextConfig(vocab_size=len(words), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                          num_attention_heads=2, encoder_hidden_size=32, bos_token_id=5, pad_token_id=0,
+                          sep_token_id=3, max_position_embeddings=64)
+    vision = BlipVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    BlipForConditionalGeneration(BlipConfig(text_config=text.to_dict(), vision_config=vision.to_dict())) \
+        .save_pretrained(folder)
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer) \
+        .save_pretrained(folder)
+    return folder

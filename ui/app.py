@@ -189,9 +189,9 @@ class App:
         if entry is None:
             raise gr.Error("Pick a result in the gallery first.")
         p = entry.parameters
-        if not isinstance(p.get("controls"), dict) or "styles" not in p:
-            raise gr.Error(f"This result was made by '{entry.method}', not an image method; its settings are in the "
-                           "Parameters box.")
+        if entry.method not in {m.name for m in self.image_methods}:
+            raise gr.Error(f"This result was made by '{entry.method}', not in the Image style tab; its settings are "
+                           "in the Parameters box.")
         controls, options = p["controls"], p.get("options") or {}
         option_values = [field.form_value(options[field.name]) if field.method == p["method"] and field.name in options
                          else gr.update() for field in self.option_fields]
