@@ -15,8 +15,9 @@ from nstdiff.models.encoders import BLOCKS, WIDTHS, VGGEncoder, _hed_h5_to_safet
 
 
 def test_nothing_is_ready_in_an_empty_cache(isolated_settings):
-    assert {m.name: m.ready for m in list_models()} == {
-        "vgg16": False, "vgg19": False, "vgg19-normalised": False, "adain-vgg19-normalised": False}
+    status = {m.name: m.ready for m in list_models()}
+    assert {"vgg16", "vgg19", "vgg19-normalised", "adain-vgg19-normalised", "sd15", "sdxl-ip-adapter"} <= set(status)
+    assert not any(status.values())
 
 
 def test_missing_model_error_names_the_places_and_the_fix(isolated_settings):
