@@ -285,3 +285,65 @@ def test_cli_imports_a_model_folder_and_restyles_from_words(diffusion_models, im
     assert "method diffusion → diffusion-text" in metadata["notes"][0]
     assert main([*args, "--structure", "canny"]) != 0  # its ControlNet is not in this models folder
     assert "nstdiff models fetch sd15-controlnet-canny" in capsys.readouterr().err
+
+
+def test_download_and_hugging_face_cache_branches_of_the_resolver(diffusion_models, tmp_path, monkeypatch):
+    """The two hub branches with huggingface_hub's snapshot_download stood in for by a local copy: what nstdiff asks
+    for (the repo, only the files it needs) and what it does with the answer."""
+    import huggingface_hub
+
+    from nstdiff.diffusion.hub import resolve_repo
+    from nstdiff.models import model_status
+
+    calls = []
+
+    def fake_snapshot(repo, allow_patterns=None, local_files_only=False, local_dir=None):
+        calls.append((repo, local_files_only))
+        if local_files_only:
+            if repo == "someone/cached-model":
+                return str(diffusion_models / "diffusion" / "sd15")
+            raise FileNotFoundError(repo)
+        assert "unet/diffusion_pytorch_model.safetensors" in allow_patterns and "*.bin" not in allow_patterns
+        shutil.copytree(diffusion_models / "diffusion" / "sd15", local_dir)
+        return local_dir
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(tmp_path / "models"))
+    assert resolve_repo("someone/cached-model", reload_settings()) == diffusion_models / "diffusion" / "sd15"
+    with pytest.raises(ModelNotFoundError, match="downloads are disabled"):
+        resolve_repo("sd15")
+    monkeypatch.setenv("NSTDIFF_ALLOW_DOWNLOADS", "1")
+    path = resolve_repo("sd15", reload_settings(), message=print)
+    assert path == tmp_path / "models" / "diffusion" / "sd15" and model_status("sd15").ready
+    assert calls[-1] == ("stable-diffusion-v1-5/stable-diffusion-v1-5", False)
+
+
+def test_out_of_gpu_memory_releases_the_cache_and_retries_once(models, images, monkeypatch):
+    import torch
+
+    from nstdiff.diffusion.pipelines import PIPELINES
+    from nstdiff.methods.diffusion_text import DiffusionTextMethod
+
+    real, failures = DiffusionTextMethod.generate, []
+
+    def flaky(self, *args, **kwargs):
+        if len(failures) < 1:
+            failures.append(1)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(self, *args, **kwargs)
+
+    stylize(text_request(images))
+    monkeypatch.setattr(DiffusionTextMethod, "generate", flaky)
+    released = []
+    monkeypatch.setattr(PIPELINES, "release", lambda: released.append(1) or PIPELINES._models.clear())
+    assert stylize(text_request(images)).image.size == (64, 53)
+    assert released == [1]
+
+
+def test_turbo_family_fast_mode_uses_its_own_schedule(diffusion_models, images, tmp_path, monkeypatch):
+    shutil.copytree(diffusion_models, tmp_path / "models")
+    shutil.copytree(tmp_path / "models" / "diffusion" / "sd15", tmp_path / "models" / "diffusion" / "sd-turbo")
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(tmp_path / "models"))
+    reload_settings()
+    result = stylize(text_request(images, steps=None, options={"model": "sd-turbo", "fast": True}))
+    assert "sd-turbo, 2 steps, guidance 0" in " ".join(result.notes)
