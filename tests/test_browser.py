@@ -58,6 +58,12 @@ def test_stylize_in_the_browser(images, tmp_path):
             page.locator("#result-info").get_by_text(f"seed {example.seed}").wait_for(timeout=30_000)
             assert "photo" in page.locator("#content").inner_text()  # the bundled photo was filled in
             page.screenshot(path=str(ARTIFACTS / "example.png"), full_page=True)
+            page.get_by_role("tab", name="Text style").click()  # choosing a preset shows it and sets its strength
+            page.locator("#text-preset input").fill("ukiyo")
+            page.get_by_role("option", name="Ukiyo-e woodblock (ukiyo-e)").click()
+            page.get_by_text("ukiyo-e woodblock print, flat colours").wait_for(timeout=30_000)
+            assert page.locator("#text-strength input[type=number]").input_value() == "0.7"
+            page.screenshot(path=str(ARTIFACTS / "text_style.png"), full_page=True)
             browser.close()
     finally:
         server.stop()
