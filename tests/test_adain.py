@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nstdiff import ImageStyleRequest, ModelFileError, ModelNotFoundError, stylize
+from nstdiff import ImageStyleRequest, InputError, ModelFileError, ModelNotFoundError, stylize
 from nstdiff.methods.adain import adain, adain_target, mean_std
 from nstdiff.models.decoders import AdaINDecoder, decoder_path
 from nstdiff.models.weights import save_safetensors
@@ -67,7 +67,7 @@ def test_decoder_variant_is_chosen_when_a_decoder_exists(images, isolated_settin
     result = stylize(request(images, size=40), progress=events.append)
     assert result.parameters["options"]["variant"] == "decoder"
     assert result.image.size == (40, 33)  # odd sizes are restored after the encoder's pooling
-    assert any("adain variant: decoder (random.safetensors)" in n for n in result.notes)
+    assert any("adain variant: decoder (random.safetensors, " in n for n in result.notes)
     assert [e.step for e in events if e.stage == "optimise"] == [1]  # one forward pass
 
 
@@ -210,3 +210,14 @@ def test_an_unpinned_checkpoint_is_never_unpickled(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called on an unverified file"))
     with pytest.raises(ModelFileError, match="sha256 .* not the file nstdiff knows"):
         fetch_model("adain-vgg19-normalised", source=other)
+
+
+def test_reduced_precision_feed_forward_stays_close_to_float32(images, isolated_settings):
+    save_decoder(isolated_settings)
+    exact = stylize(request(images, options={"precision": "fp32"}))
+    fast = stylize(request(images, options={"precision": "bf16"}))
+    assert "float32" in " ".join(exact.notes) and "bfloat16" in " ".join(fast.notes)
+    difference = np.abs(np.asarray(exact.image, float) - np.asarray(fast.image, float))
+    assert difference.mean() <= 2 and difference.max() <= 16
+    with pytest.raises(InputError, match="fp16 arithmetic needs a GPU"):
+        stylize(request(images, options={"precision": "fp16"}))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.losses import FeatureContentLoss, total_variation
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput
@@ -46,6 +47,22 @@ class AdaINOptions(Frozen):
     learning_rate: float = Field(0.02, gt=0, le=1.0, description="Adam step (optimisation variant).")
     pyramid_levels: int | None = Field(None, ge=1, le=6, description="Coarse-to-fine levels of the optimisation "
                                        "variant; None: auto (coarsest side ≥ 128 px).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Arithmetic of the decoder variant: auto = bf16 on CPUs that have it and fp16 on CUDA "
+                            "(about twice as fast; statistics stay float32), fp32 elsewhere.")
+
+
+def feed_forward_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the decoder variant, or None for plain float32."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16
+        return None
+    if precision == "fp16" and device.type == "cpu":
+        raise InputError("fp16 arithmetic needs a GPU; on the CPU use bf16 or fp32")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,12 +126,19 @@ class AdaINMethod(ImageMethod):
     def _decode(self, net: VGGEncoder, job, options, alpha, regions, encoder_name, context) -> torch.Tensor:
         decoder, path = load_decoder(encoder_name, net.width_divisor, options.decoder, context.settings, context.message)
         decoder = decoder.to(context.device)
-        context.notes.append(f"adain variant: decoder ({path.name})")
-        with torch.no_grad():
-            content = net(job.content, [DECODER_LAYER])[DECODER_LAYER]
-            styles = [net(style, [DECODER_LAYER])[DECODER_LAYER] for style in job.styles]
-            target = adain_target(content, styles, job.style_weights, alpha, regions)
-            image = decoder(target)
+        dtype = feed_forward_dtype(options.precision, context.device)
+        context.notes.append(f"adain variant: decoder ({path.name}, {str(dtype or torch.float32).split('.')[-1]})")
+
+        def encode(image: torch.Tensor) -> torch.Tensor:
+            # channels-last lets the CPU's convolution kernels skip a layout change per layer
+            return net(image.contiguous(memory_format=torch.channels_last), [DECODER_LAYER])[DECODER_LAYER].float()
+
+        with torch.inference_mode(), torch.autocast(context.device.type, dtype=dtype, enabled=dtype is not None):
+            content = encode(job.content)
+            styles = [encode(style) for style in job.styles]
+            with torch.autocast(context.device.type, enabled=False):  # statistics in float32
+                target = adain_target(content, styles, job.style_weights, alpha, regions)
+            image = decoder(target).float()
         context.step(1, 1)
         if image.shape[-2:] != (job.height, job.width):  # the encoder's pooling floors odd sizes
             image = F.interpolate(image, size=(job.height, job.width), mode="bilinear", align_corners=False)
