@@ -10,6 +10,7 @@ a registered model (`adain-vgg19-normalised`), fetched, checked by sha256 and co
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 
 from torch import nn
@@ -21,6 +22,8 @@ from nstdiff.models.weights import load_safetensors, load_tensors, save_safetens
 from nstdiff.settings import Settings, get_settings
 
 DECODER_FOLDER = "adain"
+_CACHE: dict[tuple[str, int, int], tuple["AdaINDecoder", str]] = {}  # (file, mtime, width) → (decoder, its encoder)
+_CACHE_LOCK = threading.Lock()
 # (name, in, out) from relu4_1 back to RGB; "up" doubles the size. Widths mirror VGG's blocks 4 → 1.
 PLAN = (("conv4_1", 3, 2), ("up", 0, 0), ("conv3_4", 2, 2), ("conv3_3", 2, 2), ("conv3_2", 2, 2), ("conv3_1", 2, 1),
         ("up", 0, 0), ("conv2_2", 1, 1), ("conv2_1", 1, 0), ("up", 0, 0), ("conv1_2", 0, 0), ("conv1_1", 0, -1))
@@ -112,8 +115,15 @@ def load_decoder(encoder: str, width_divisor: int, explicit: Path | None = None,
             f"train one with `nstdiff adain train --content DIR --style DIR --encoder {encoder}`, or use "
             "variant='optimise', which needs no decoder",
         )
-    decoder = AdaINDecoder(width_divisor)
-    metadata = load_safetensors(decoder, path, "AdaIN decoder")
-    if metadata.get("encoder", encoder) != encoder:
-        raise ModelFileError(f"'{path}' is a decoder for encoder '{metadata['encoder']}', not '{encoder}'")
-    return decoder.requires_grad_(False).eval(), path
+    key = (str(path.resolve()), path.stat().st_mtime_ns, width_divisor)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            decoder = AdaINDecoder(width_divisor)
+            metadata = load_safetensors(decoder, path, "AdaIN decoder")
+            if len(_CACHE) >= 2:  # kept warm between requests, like the encoders
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = (decoder.requires_grad_(False).eval(), metadata.get("encoder", encoder))
+        decoder, made_for = _CACHE[key]
+    if made_for != encoder:
+        raise ModelFileError(f"'{path}' is a decoder for encoder '{made_for}', not '{encoder}'")
+    return decoder, path
