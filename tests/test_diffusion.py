@@ -347,3 +347,16 @@ def test_turbo_family_fast_mode_uses_its_own_schedule(diffusion_models, images, 
     reload_settings()
     result = stylize(text_request(images, steps=None, options={"model": "sd-turbo", "fast": True}))
     assert "sd-turbo, 2 steps, guidance 0" in " ".join(result.notes)
+
+
+def test_pipelines_stay_warm_unless_the_setting_says_otherwise(models, images, monkeypatch):
+    from nstdiff.diffusion.pipelines import PIPELINES
+
+    stylize(text_request(images))
+    warm = dict(PIPELINES._models)
+    stylize(text_request(images, prompt="charcoal"))
+    assert warm and dict(PIPELINES._models) == warm  # the same loaded pipeline served the second request
+    monkeypatch.setenv("NSTDIFF_KEEP_PIPELINES_WARM", "0")
+    reload_settings()
+    stylize(text_request(images))
+    assert not PIPELINES._models

@@ -103,7 +103,11 @@ class DiffusionMethod(ImageMethod):
                 image = self.generate(model, job, options, prompting, schedule, size, context)
             return model, schedule, image
 
-        model, schedule, image = run_with_memory_retry(load_and_generate, self.name)
+        try:
+            model, schedule, image = run_with_memory_retry(load_and_generate, self.name)
+        finally:
+            if not context.settings.keep_pipelines_warm:  # memory back to the other jobs as soon as this one ends
+                PIPELINES.release()
         image = image.convert("RGB").resize((job.width, job.height), Image.Resampling.LANCZOS)
         resolved = options.model_copy(update={"guidance": schedule.guidance, "negative_prompt": prompting.negative})
         context.notes.append(f"{self.name}: {model.label}, {schedule.steps} steps, guidance {schedule.guidance:g}"

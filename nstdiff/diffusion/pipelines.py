@@ -67,8 +67,6 @@ class PipelineCache:
         pipeline = _load(folder, dtype, device, settings)
         model = LoadedModel(pipeline, folder, family, ref if ref in catalogue.families or "/" in ref else folder.name)
         with self._lock:
-            if not settings.keep_pipelines_warm:
-                self._models.clear()
             self._models[key] = model
         return model
 
