@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from nstdiff.errors import InputError, ModelFileError
 from nstdiff.settings import Settings, get_settings
@@ -84,12 +84,16 @@ def _info(folder: Path) -> LoraInfo | None:
         shapes, header = read_header(file)
     except (json.JSONDecodeError, ModelFileError):
         return None  # a damaged entry is left out of the list, never deleted
-    merged = {**{k: v for k, v in header.items() if k in LoraInfo.model_fields}, **meta}
+    # our own metadata: lora.json, else the header's `nstdiff.` keys (other tools' header keys are not ours to trust)
+    merged = {**{k.removeprefix("nstdiff."): v for k, v in header.items() if k.startswith("nstdiff.")}, **meta}
     samples = sorted((folder / "samples").glob("*.png")) if (folder / "samples").is_dir() else []
     known = {k: merged.get(k) for k in ("base", "trigger", "rank", "steps", "dataset_size", "created", "source")
              if merged.get(k) is not None}
-    return LoraInfo(name=folder.name, file=file, cross_attention_dim=cross_attention_dim(shapes),
-                    sample=samples[-1] if samples else None, **known)
+    try:
+        return LoraInfo(name=folder.name, file=file, cross_attention_dim=cross_attention_dim(shapes),
+                        sample=samples[-1] if samples else None, **known)
+    except ValidationError:
+        return None  # metadata we cannot read: left out of the list like a damaged file
 
 
 def list_loras(settings: Settings | None = None) -> list[LoraInfo]:

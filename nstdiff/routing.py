@@ -21,24 +21,30 @@ def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str]:
         return "diffusion-text", "method diffusion → diffusion-text (a text style was given)"
     if not request.styles:
         return "diffusion-text", "method auto → diffusion-text (a text style, no style image)"
-    ready, why_not = reference_ready(settings)
+    ready, why_not = reference_ready(request.options.get("model") or settings.diffusion_family, settings)
     if ready:
         return "diffusion-reference", "method auto → diffusion-reference (a style image, a GPU and a ready model)"
-    if request.prompt is not None:
-        raise InputError(f"a style image together with a text prompt needs diffusion-reference, which cannot run "
-                         f"here: {why_not}. Drop the prompt to use the classic Gram method.")
+    diffusion_only = [name for name in ("preset", "model", "negative_prompt", "guidance", "structure", "fast", "loras")
+                      if name in request.options]
+    if request.prompt is not None or diffusion_only:
+        asked = "a text prompt" if request.prompt is not None else f"diffusion options ({', '.join(diffusion_only)})"
+        raise InputError(f"a style image with {asked} needs diffusion-reference, which cannot run here: {why_not}. "
+                         "Drop them to use the classic Gram method.")
     return "gram", f"method auto → gram (a style image; diffusion-reference not used: {why_not})"
 
 
-def reference_ready(settings: Settings) -> tuple[bool, str]:
-    """Whether diffusion-reference can run now without a download, and if not, why."""
+def reference_ready(family: str, settings: Settings) -> tuple[bool, str]:
+    """Whether diffusion-reference can run now with `family` without a download, and if not, why."""
     from nstdiff.executor import pick_device
 
     if pick_device(settings.device).type != "cuda":
         return False, "no GPU"
+    from nstdiff.diffusion.catalogue import load_catalogue
     from nstdiff.diffusion.hub import locally_available
 
-    family = settings.diffusion_family
+    known = load_catalogue().families.get(family)
+    if known is None or known.ip_adapter is None:
+        return False, f"{family} has no IP-Adapter in the catalogue"
     for part in (family, f"{family}-ip-adapter"):
         if not locally_available(part, settings):
             return False, f"{part} is not downloaded (`nstdiff models fetch {part}`)"

@@ -360,3 +360,45 @@ def test_pipelines_stay_warm_unless_the_setting_says_otherwise(models, images, m
     reload_settings()
     stylize(text_request(images))
     assert not PIPELINES._models
+
+
+def test_short_schedules_still_denoise_and_too_many_steps_are_refused(diffusion_models, images, tmp_path,
+                                                                      monkeypatch):
+    shutil.copytree(diffusion_models, tmp_path / "models")
+    shutil.copytree(tmp_path / "models" / "diffusion" / "sd15", tmp_path / "models" / "diffusion" / "sd-turbo")
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(tmp_path / "models"))
+    reload_settings()
+    turbo = stylize(text_request(images, steps=None, controls={"strength": 0.3}, options={"model": "sd-turbo"}))
+    assert "strength 0.3 × 2 steps is less than one denoising step; 4 steps used" in turbo.notes
+    with pytest.raises(InputError, match="1001 denoising steps is more than sd15's 1000 noise levels"):
+        stylize(text_request(images, steps=1001))
+
+
+def test_routing_explains_what_it_cannot_do(models, images, monkeypatch):
+    import torch
+
+    from nstdiff import routing
+
+    monkeypatch.setattr("nstdiff.executor.pick_device", lambda setting: torch.device("cuda"))
+    assert routing.reference_ready("sd-turbo", reload_settings()) == (False, "sd-turbo has no IP-Adapter in the "
+                                                                             "catalogue")
+    assert routing.reference_ready("/some/folder", reload_settings())[0] is False
+    monkeypatch.setattr("nstdiff.executor.pick_device", lambda setting: torch.device("cpu"))
+    with pytest.raises(InputError, match=r"a style image with diffusion options \(preset\) needs diffusion-reference"):
+        stylize(ImageStyleRequest(content=images["content"], styles=[images["red"]], size=32,
+                                  options={"preset": "ukiyo-e"}))
+
+
+def test_model_references_that_are_neither_folder_nor_repo_are_named(models, images):
+    with pytest.raises(ModelNotFoundError, match="not a folder, family or repo id"):
+        stylize(text_request(images, options={"model": "../my-model"}))
+
+
+def test_a_folder_model_can_be_fetched_again(diffusion_models, tmp_path, monkeypatch):
+    from nstdiff.models import fetch_model, model_status
+
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(tmp_path / "models"))
+    reload_settings()
+    for _ in range(2):
+        fetch_model("sd15", source=diffusion_models / "diffusion" / "sd15")
+    assert model_status("sd15").ready

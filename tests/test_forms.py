@@ -57,3 +57,12 @@ def test_method_options_become_widgets_and_come_back_as_options():
               "gram_tv_weight": 9.0}
     assert method_options(list(fields.values()), "adain", values) == {"layers": ["relu1_1", "relu3_1"],
                                                                      "variant": "optimise"}
+
+
+def test_lora_choices_come_back_as_name_weight_text():
+    from ui.forms import OptionField
+
+    field = OptionField(method="chain", name="loras", kind="list", default=[])
+    stored = [{"name": "ink", "weight": 0.8}, {"name": "neon", "weight": 0.5}]
+    assert field.form_value(stored) == "ink:0.8, neon:0.5"
+    assert field.parse(field.form_value(stored)) == ["ink:0.8", "neon:0.5"]

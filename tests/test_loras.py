@@ -14,6 +14,7 @@ from nstdiff import ImageStyleRequest, stylize
 from nstdiff.errors import InputError, ModelFileError
 from nstdiff.loras import delete_lora, export_kohya, get_lora, import_lora, list_loras, rename_lora
 from nstdiff.settings import reload_settings
+from tests.conftest import stripes
 from tests.tiny_diffusion import build_tiny_lora, build_tiny_sd, build_tiny_sdxl
 
 
@@ -151,3 +152,45 @@ def test_the_lora_commands(library, tmp_path, capsys):
         {"name": "ink-two", "weight": 0.7}]
     assert main(["lora", "import", str(tmp_path / "ink_kohya.safetensors"), "--name", "Bad Name"]) == 2
     assert "not a usable LoRA name" in capsys.readouterr().err
+
+
+def test_a_lora_with_foreign_header_metadata_is_imported_and_listed(library, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    source = library / "loras" / "ink" / "ink.safetensors"
+    foreign = tmp_path / "foreign.safetensors"
+    save_file(load_file(str(source)), str(foreign), metadata={"rank": "8 (conv 4)", "steps": "many"})
+    import_lora(foreign, "foreign", base="sd15")
+    assert {i.name for i in list_loras()} == {"ink", "neon", "foreign"}
+
+
+def test_the_train_form_refuses_a_path_as_name_before_touching_files(library, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from nstdiff.settings import get_settings
+    from tests.servers import RunningServer
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    server = RunningServer(get_settings())
+    try:
+        client = Client(server.url, verbose=False)
+        stripes(16, 16).save(tmp_path / "art.png")
+        upload = handle_file(str(tmp_path / "art.png"))
+        for name in (str(victim), "../../victim"):
+            with pytest.raises(Exception, match="not a usable LoRA name"):
+                client.predict(files=[upload], name=name, trigger="", base="sd15", steps=2, rank=4, resolution=32,
+                               captions="none", api_name="/lora_train")
+    finally:
+        server.stop()
+    assert (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_a_trigger_starting_with_a_dash_reaches_the_training_process_intact(tmp_path):
+    from nstdiff.cli import build_parser
+    from nstdiff.training.background import command_line
+    from nstdiff.training.lora_data import LoraTraining
+
+    argv = command_line(LoraTraining(images=tmp_path, name="ink", trigger="-ink-"))
+    assert build_parser().parse_args(argv[3:]).trigger == "-ink-"

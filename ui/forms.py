@@ -111,7 +111,10 @@ class OptionField:
     def form_value(self, value: Any) -> Any:
         """An option's value as the widget shows it (lists as comma-separated text)."""
         if self.kind == "list":
-            return ", ".join(str(v) for v in value) if value else ""
+            def one(item: Any) -> str:  # {"name": "ink", "weight": 0.8} (a LoRA) is written as ink:0.8
+                return f"{item['name']}:{item['weight']}" if isinstance(item, dict) and "name" in item else str(item)
+
+            return ", ".join(one(v) for v in value) if value else ""
         return value
 
     def parse(self, value: Any) -> Any:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from nstdiff.errors import NstdiffError
+from nstdiff.training.lora_data import check_lora_name
 from ui.forms import upload_path
 
 if TYPE_CHECKING:
@@ -64,7 +65,10 @@ def build_lora_tab(app: "App") -> list:
         name = (name or "").strip()
         if not name:
             raise gr.Error("Give the style a name.", title="My styles")
-        folder = datasets / name
+        try:
+            folder = datasets / check_lora_name(name)  # checked before any file is touched: no path tricks
+        except NstdiffError as exc:
+            raise gr.Error(str(exc), title="My styles")
         if files:  # a new dataset (replacing this name's old one); none given: the kept one, e.g. to resume
             datasets.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=datasets))
@@ -97,8 +101,9 @@ def build_lora_tab(app: "App") -> list:
         return library_rows()
 
     def export(name):
-        target = Path(tempfile.mkdtemp()) / f"{name}_kohya.safetensors"
-        return str(call("export", name=name, destination=target))
+        exports = Path(settings.outputs_dir) / "lora-exports"  # one file per LoRA, replaced by the next export
+        exports.mkdir(parents=True, exist_ok=True)
+        return str(call("export", name=name, destination=exports / f"{check_lora_name(name)}_kohya.safetensors"))
 
     def import_file(file, name, base, trigger):
         if not file:

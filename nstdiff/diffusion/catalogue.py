@@ -33,7 +33,6 @@ class Family(Strict):
     base: str
     architecture: Literal["sd", "sdxl"]
     cross_attention_dim: int = Field(ge=1)
-    resolution: int = Field(ge=64, le=4096)
     steps: int = Field(ge=1, le=200)
     guidance: float = Field(ge=0, le=30)
     turbo: bool = False

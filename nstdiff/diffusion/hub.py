@@ -85,6 +85,18 @@ def locally_available(name: str, settings: Settings | None = None) -> bool:
     return _hf_cached(repo, patterns, marker) is not None
 
 
+def _is_repo_id(ref: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if ref.count("/") != 1 or ref.startswith((".", "/", "~")):
+        return False
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        return False
+    return True
+
+
 def resolve_repo(ref: str, settings: Settings | None = None, message: Message | None = None,
                  files: list[str] | None = None, marker: str = "model_index.json") -> Path:
     """A local folder for `ref`: a folder path, a catalogue part name (`sd15`, `sdxl-ip-adapter`) or a Hugging Face
@@ -101,7 +113,7 @@ def resolve_repo(ref: str, settings: Settings | None = None, message: Message | 
         if model_status(ref, settings).ready:
             return local
         searched.append(local)
-    elif "/" in ref and not folder.is_absolute() and ref.count("/") == 1:
+    elif _is_repo_id(ref):
         repo, patterns = ref, files or PIPELINE_FILES
         searched.append(folder)
     else:

@@ -6,6 +6,7 @@ an input is wrong, lives here once.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from nstdiff.diffusion.catalogue import Family
-from nstdiff.diffusion.hub import resolve_repo
+from nstdiff.diffusion.hub import MODEL_FILES, resolve_repo
 from nstdiff.diffusion.pipelines import PIPELINES, LoadedModel, pick_dtype, run_with_memory_retry
 from nstdiff.diffusion.presets import Preset, get_preset
 from nstdiff.errors import InputError
@@ -25,6 +26,7 @@ from nstdiff.schema import MAX_PROMPT_CHARS, Frozen
 
 LCM_ADAPTER = "lcm"
 LCM_STEPS, LCM_GUIDANCE = 4, 1.0  # LCM-LoRA's own recommendation: 2–8 steps, guidance 1–2
+MIN_STRENGTH = 0.05  # below this img2img keeps the photo as it is (not one denoising step's worth of change)
 
 
 class LoraWeight(Frozen):
@@ -97,7 +99,7 @@ class DiffusionMethod(ImageMethod):
             model = PIPELINES.get(options.model, context.device, context.settings, context.message)
             with model.lock:
                 self.check_prompt_length(model, prompting)
-                schedule = self.schedule(model, job, options)
+                schedule = self.schedule(model, job, options, prompting.strength, context)
                 self.set_adapters(model, options, context)
                 size = self.working_size(model, job)
                 image = self.generate(model, job, options, prompting, schedule, size, context)
@@ -135,13 +137,25 @@ class DiffusionMethod(ImageMethod):
                                      f"{tokenizer.model_max_length} (including start and end). Shorten it.")
 
     @staticmethod
-    def schedule(model: LoadedModel, job: ImageJob, options: DiffusionOptions) -> Schedule:
+    def schedule(model: LoadedModel, job: ImageJob, options: DiffusionOptions, strength: float,
+                 context: RunContext) -> Schedule:
+        """Steps and guidance: the person's, else the model's (or LCM's in fast mode). img2img denoises only
+        strength × steps of them, so a short schedule (Turbo, LCM) is lengthened until that is at least one step."""
         family = model.family
         if options.fast and not family.turbo:
             steps, guidance = LCM_STEPS, LCM_GUIDANCE
         else:
             steps, guidance = family.steps, family.guidance
-        return Schedule(job.steps or steps, options.guidance if options.guidance is not None else guidance)
+        steps = job.steps or steps
+        limit = model.pipeline.scheduler.config.num_train_timesteps
+        if steps > limit:
+            raise InputError(f"{steps} denoising steps is more than {model.label}'s {limit} noise levels; use fewer")
+        if job.content is not None and MIN_STRENGTH <= strength and strength * steps < 1:
+            lengthened = math.ceil(1 / strength)
+            context.notes.append(f"strength {strength:g} × {steps} steps is less than one denoising step; "
+                                 f"{lengthened} steps used")
+            steps = lengthened
+        return Schedule(steps, options.guidance if options.guidance is not None else guidance)
 
     @staticmethod
     def set_adapters(model: LoadedModel, options: DiffusionOptions, context: RunContext) -> None:
@@ -176,9 +190,15 @@ class DiffusionMethod(ImageMethod):
 
     @staticmethod
     def working_size(model: LoadedModel, job: ImageJob) -> tuple[int, int]:
-        """(width, height) near the job's size that the VAE and UNet accept (multiples of the latent factor)."""
-        factor = model.pipeline.vae_scale_factor
-        return max(factor, job.width // factor * factor), max(factor, job.height // factor * factor)
+        """(width, height) to generate at: the job's size, raised to the model's native resolution when smaller
+        (SD 1.5 at 512 px, SDXL at 1024 px: far below it they make poor images; the result is resized to the job's
+        size), in multiples of the latent factor."""
+        pipe = model.pipeline
+        factor = pipe.vae_scale_factor
+        native = pipe.unet.config.sample_size * factor
+        scale = max(1.0, native / max(job.width, job.height))
+        width, height = round(job.width * scale), round(job.height * scale)
+        return max(factor, width // factor * factor), max(factor, height // factor * factor)
 
     # -- helpers for subclasses ---------------------------------------------------------------------------------
 
@@ -219,10 +239,17 @@ class DiffusionMethod(ImageMethod):
                                                                        use_safetensors=True).to(context.device)
         return cache[options.structure]
 
-    def structure_image(self, content: Image.Image, options: DiffusionOptions, context: RunContext) -> Image.Image:
+    def structure_image(self, model: LoadedModel, content: Image.Image, options: DiffusionOptions,
+                        context: RunContext) -> Image.Image:
         if options.structure == "canny":
             return canny_edges(content)
-        return depth_map(content, context)
+        if model.depth_estimator is None:
+            from transformers import pipeline
+
+            folder = resolve_repo("depth-estimator", context.settings, context.message, files=MODEL_FILES,
+                                  marker="config.json")
+            model.depth_estimator = pipeline("depth-estimation", model=str(folder), device=context.device)
+        return model.depth_estimator(content)["depth"].convert("RGB").resize(content.size)
 
 
 def load_library_lora(model: LoadedModel, name: str, context: RunContext) -> str:
@@ -234,12 +261,17 @@ def load_library_lora(model: LoadedModel, name: str, context: RunContext) -> str
     adapter = f"user_{name}_{info.file.stat().st_mtime_ns % 10**9}"  # a retrained file is a new adapter
     if adapter in model.loras:
         return adapter
+    stale = model.library_adapters.get(name)
+    if stale is not None:  # the file changed since it was loaded: drop the old weights from the UNet
+        model.pipeline.delete_adapters(stale)
+        model.loras.discard(stale)
     width = model.pipeline.unet.config.cross_attention_dim
     if info.cross_attention_dim is not None and info.cross_attention_dim != width:
         raise InputError(f"LoRA '{name}' was made for {info.base or 'another model'} (cross-attention width "
                          f"{info.cross_attention_dim}); {model.label} has {width}. Use it with its own base model.")
     model.pipeline.load_lora_weights(str(info.folder), weight_name=info.file.name, adapter_name=adapter)
     model.loras.add(adapter)
+    model.library_adapters[name] = adapter
     return adapter
 
 
@@ -250,12 +282,3 @@ def canny_edges(image: Image.Image) -> Image.Image:
     grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     edges = canny(grey, sigma=max(1.0, min(image.size) / 256))
     return Image.fromarray((edges * 255).astype(np.uint8)).convert("RGB")
-
-
-def depth_map(image: Image.Image, context: RunContext) -> Image.Image:
-    """A depth map from the catalogue's depth estimator (transformers' depth-estimation pipeline)."""
-    from transformers import pipeline
-
-    folder = resolve_repo("depth-estimator", context.settings, context.message)
-    estimator = pipeline("depth-estimation", model=str(folder), device=context.device)
-    return estimator(image)["depth"].convert("RGB").resize(image.size)

@@ -35,6 +35,8 @@ class LoadedModel:
     ip_adapter: str | None = None  # which IP-Adapter is loaded into the UNet now
     loras: set[str] = field(default_factory=set)  # adapter names loaded into the UNet
     controlnets: dict[str, Any] = field(default_factory=dict)  # structure kind → ControlNetModel
+    library_adapters: dict[str, str] = field(default_factory=dict)  # library LoRA name → its adapter in the UNet
+    depth_estimator: Any = None  # transformers depth-estimation pipeline, made on first use
 
 
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
@@ -47,6 +49,7 @@ class PipelineCache:
     def __init__(self) -> None:
         self._models: dict[tuple[str, str, str], LoadedModel] = {}  # (folder, device, dtype) →
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
 
     def get(self, ref: str | None, device: torch.device, settings: Settings, message: Callable[[str], None]
             ) -> LoadedModel:
@@ -55,9 +58,17 @@ class PipelineCache:
         dtype = pick_dtype(settings.diffusion_dtype, device)
         folder = resolve_repo(ref, settings, message)  # cheap once on disk; keys the cache by what is loaded
         key = (str(folder.resolve()), str(device), str(dtype))
-        with self._lock:
-            if key in self._models:
-                return self._models[key]
+        with self._loading:  # two jobs asking for a cold model load it once
+            with self._lock:
+                if key in self._models:
+                    return self._models[key]
+            model = self._load_model(ref, folder, device, dtype, settings, message)
+            with self._lock:
+                self._models[key] = model
+            return model
+
+    def _load_model(self, ref: str, folder: Path, device: torch.device, dtype: torch.dtype, settings: Settings,
+                    message: Callable[[str], None]) -> LoadedModel:
         catalogue = load_catalogue()
         pipeline_class = check_pipeline_folder(folder)
         architecture = "sdxl" if "XL" in pipeline_class else "sd"
@@ -65,10 +76,7 @@ class PipelineCache:
             f for f in catalogue.families.values() if f.architecture == architecture and not f.turbo)
         message(f"loading {ref} …")
         pipeline = _load(folder, dtype, device, settings)
-        model = LoadedModel(pipeline, folder, family, ref if ref in catalogue.families or "/" in ref else folder.name)
-        with self._lock:
-            self._models[key] = model
-        return model
+        return LoadedModel(pipeline, folder, family, ref if ref in catalogue.families or "/" in ref else folder.name)
 
     def release(self) -> None:
         """Drop every loaded pipeline and give the memory back."""
@@ -106,15 +114,17 @@ def _load(folder: Path, dtype: torch.dtype, device: torch.device, settings: Sett
 
 
 def run_with_memory_retry(run: Callable[[], Any], what: str) -> Any:
-    """Run; on GPU out-of-memory, empty the pipeline cache and try once more, then explain what to change."""
-    try:
-        return run()
-    except torch.cuda.OutOfMemoryError:
-        log.warning("out of GPU memory during %s; releasing cached pipelines and retrying once", what)
-        PIPELINES.release()
+    """Run; on GPU out-of-memory, empty the pipeline cache and try once more, then explain what to change.
+
+    The release happens after the `except` block: while an exception is being handled its traceback keeps the
+    failed attempt's frames, and so its tensors, alive."""
+    for attempt in (1, 2):
         try:
             return run()
         except torch.cuda.OutOfMemoryError:
-            PIPELINES.release()
-            raise InputError(f"out of GPU memory during {what}; use a smaller size, or set NSTDIFF_CPU_OFFLOAD=1, "
-                             "NSTDIFF_ATTENTION_SLICING=1 and NSTDIFF_VAE_TILING=1") from None
+            pass
+        PIPELINES.release()  # the failed attempt's frames are gone now
+        if attempt == 1:
+            log.warning("out of GPU memory during %s; released the cached pipelines, retrying once", what)
+    raise InputError(f"out of GPU memory during {what}; use a smaller size, or set NSTDIFF_CPU_OFFLOAD=1, "
+                     "NSTDIFF_ATTENTION_SLICING=1 and NSTDIFF_VAE_TILING=1")

@@ -37,8 +37,9 @@ class ChainMethod(DiffusionTextMethod):
         first = get_method(options.first)
         classic = first.transfer(job, first.parse_options({}), context)
         context.notes.append(f"chain: {options.first} ({classic.encoder}) first, then a diffusion refinement")
+        # the refinement uses the diffusion model's own schedule, not the classic method's step count
         refine = replace(job, content=classic.image.clamp(0, 1).detach(), strength=options.refine_strength,
-                         strength_is_default=False)
+                         strength_is_default=False, steps=None)
         refined = super().transfer(refine, options, context)
         refined.losses = classic.losses
         return refined

@@ -18,7 +18,7 @@ from typing import Literal
 from PIL import Image
 from pydantic import Field
 
-from nstdiff.diffusion.method import DiffusionMethod, DiffusionOptions, Prompting, Schedule
+from nstdiff.diffusion.method import MIN_STRENGTH, DiffusionMethod, DiffusionOptions, Prompting, Schedule
 from nstdiff.diffusion.hub import resolve_repo
 from nstdiff.diffusion.pipelines import LoadedModel
 from nstdiff.errors import InputError
@@ -82,9 +82,9 @@ class DiffusionReferenceMethod(DiffusionMethod):
         else:
             content = self.content_image(job, size)
             pipe = AutoPipelineForImage2Image.from_pipe(model.pipeline, **extra)
-            arguments.update(image=content, strength=max(prompting.strength, 1.0 / schedule.steps))
+            arguments.update(image=content, strength=max(prompting.strength, MIN_STRENGTH))
             if controlnet is not None:
-                arguments.update(control_image=self.structure_image(content, options, context),
+                arguments.update(control_image=self.structure_image(model, content, options, context),
                                  controlnet_conditioning_scale=options.structure_scale)
         pipe.scheduler = self.scheduler_for(model, options)
         pipe.set_progress_bar_config(disable=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from nstdiff.diffusion.method import DiffusionMethod, DiffusionOptions, Prompting, Schedule
+from nstdiff.diffusion.method import MIN_STRENGTH, DiffusionMethod, DiffusionOptions, Prompting, Schedule
 from nstdiff.diffusion.pipelines import LoadedModel
 from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob
@@ -42,14 +42,14 @@ class DiffusionTextMethod(DiffusionMethod):
             arguments.update(width=width, height=height)  # (structure needs content: checked before loading)
         else:
             content = self.content_image(job, size)
-            if prompting.strength * schedule.steps < 1:  # not one denoising step: the photo itself
-                context.notes.append(f"strength {prompting.strength:g} × {schedule.steps} steps is less than one "
-                                     "denoising step; the content is returned unchanged")
+            if prompting.strength < MIN_STRENGTH:  # not one denoising step's worth of change: the photo itself
+                context.notes.append(f"strength {prompting.strength:g} is below {MIN_STRENGTH}; the content is "
+                                     "returned unchanged")
                 return content
             pipe = AutoPipelineForImage2Image.from_pipe(model.pipeline, **extra)
             arguments.update(image=content, strength=prompting.strength)
             if controlnet is not None:
-                arguments.update(control_image=self.structure_image(content, options, context),
+                arguments.update(control_image=self.structure_image(model, content, options, context),
                                  controlnet_conditioning_scale=options.structure_scale)
         pipe.scheduler = self.scheduler_for(model, options)
         pipe.set_progress_bar_config(disable=True)

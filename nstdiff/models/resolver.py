@@ -119,6 +119,9 @@ def fetch_model(
                 f"`nstdiff models fetch {name} --from FILE` with a copy of {entry.source}",
                 reason=f"fetch failed: {type(exc).__name__}: {exc}",
             ) from exc
+        if destination.is_dir():  # a folder model fetched again: the old copy steps aside, then goes
+            old = Path(tmp) / "previous"
+            destination.rename(old)
         partial.replace(destination)  # atomic: a killed fetch leaves no half file in place
     message(f"{name}: ready at {destination}")
     return destination

@@ -20,6 +20,9 @@ from nstdiff.training.lora_data import (LORAS_FOLDER, LoraState, LoraTraining, i
                                         read_state)
 
 
+_STARTING = threading.Lock()
+
+
 def settings_environment(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process exactly these settings (`NSTDIFF_*` variables)."""
     env = dict(os.environ)
@@ -39,7 +42,7 @@ def command_line(config: LoraTraining) -> list[str]:
         if isinstance(value, bool):
             args.append(flag if value else "--no-" + flag[2:])
         else:
-            args += [flag, str(value)]
+            args.append(f"{flag}={value}")  # one token: a value starting with '-' is not read as a flag
     return args
 
 
@@ -48,19 +51,19 @@ def start_training(config: LoraTraining, settings: Settings | None = None) -> Lo
     A job of that name that is still running is refused."""
     settings = settings or get_settings()
     folder = lora_folder(config.name, settings)
-    current = read_state(folder)
-    if current is not None and current.status == "running":
-        raise InputError(f"'{config.name}' is already training (step {current.step} of {current.steps})")
     inspect_dataset(config.images, config, settings)  # raises with the reason for an unusable folder
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "train.log", "ab") as log:
-        process = subprocess.Popen(command_line(config), stdout=log, stderr=subprocess.STDOUT,
-                                   env=settings_environment(settings), start_new_session=True)
-    # reap it when it ends, so a dead job is not a zombie that still looks alive to `read_state`
-    threading.Thread(target=process.wait, daemon=True, name=f"lora-{config.name}").start()
-    state = LoraState(status="running", steps=config.steps, pid=process.pid)
-    if current is not None:
-        state = state.model_copy(update={"step": current.step})
+    with _STARTING:  # two quick clicks start one process
+        current = read_state(folder)
+        if current is not None and current.status == "running":
+            raise InputError(f"'{config.name}' is already training (step {current.step} of {current.steps})")
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "train.log", "ab") as log:
+            process = subprocess.Popen(command_line(config), stdout=log, stderr=subprocess.STDOUT,
+                                       env=settings_environment(settings), start_new_session=True)
+        # reap it when it ends, so a dead job is not a zombie that still looks alive to `read_state`
+        threading.Thread(target=process.wait, daemon=True, name=f"lora-{config.name}").start()
+        state = LoraState(status="running", step=current.step if current else 0, steps=config.steps, pid=process.pid)
+        (folder / "state.json").write_text(state.model_dump_json())  # "running" at once; the job then updates it
     return state
 
 
