@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
-from PIL import Image
 
 from nstdiff.errors import InputError
 from nstdiff.settings import Settings

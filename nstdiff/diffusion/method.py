@@ -202,6 +202,31 @@ class DiffusionMethod(ImageMethod):
 
     # -- helpers for subclasses ---------------------------------------------------------------------------------
 
+    def run_pipeline(self, model: LoadedModel, job: ImageJob, options: DiffusionOptions, prompting: Prompting,
+                     schedule: Schedule, size: tuple[int, int], context: RunContext, **arguments) -> Image.Image:
+        """txt2img at `size` without a content image; img2img on it otherwise, held by the ControlNet of
+        `options.structure` when one is asked for. `arguments` adds method-specific pipeline arguments."""
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+
+        controlnet = self.controlnet(model, options, context)
+        extra = {"controlnet": controlnet} if controlnet is not None else {}
+        arguments.update(prompt=prompting.prompt, negative_prompt=prompting.negative,
+                         num_inference_steps=schedule.steps, guidance_scale=schedule.guidance,
+                         generator=self.generator(context), callback_on_step_end=self.step_callback(context))
+        if job.content is None:  # (structure needs a content image: checked before loading)
+            pipe = AutoPipelineForText2Image.from_pipe(model.pipeline, **extra)
+            arguments.update(width=size[0], height=size[1])
+        else:
+            content = self.content_image(job, size)
+            pipe = AutoPipelineForImage2Image.from_pipe(model.pipeline, **extra)
+            arguments.update(image=content, strength=max(prompting.strength, MIN_STRENGTH))
+            if controlnet is not None:
+                arguments.update(control_image=self.structure_image(model, content, options, context),
+                                 controlnet_conditioning_scale=options.structure_scale)
+        pipe.scheduler = self.scheduler_for(model, options)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(**arguments).images[0]
+
     @staticmethod
     def content_image(job: ImageJob, size: tuple[int, int]) -> Image.Image:
         return to_image(job.content).resize(size, Image.Resampling.LANCZOS)

@@ -18,7 +18,7 @@ from typing import Literal
 from PIL import Image
 from pydantic import Field
 
-from nstdiff.diffusion.method import MIN_STRENGTH, DiffusionMethod, DiffusionOptions, Prompting, Schedule
+from nstdiff.diffusion.method import DiffusionMethod, DiffusionOptions, Prompting, Schedule
 from nstdiff.diffusion.hub import resolve_repo
 from nstdiff.diffusion.pipelines import LoadedModel
 from nstdiff.errors import InputError
@@ -59,36 +59,16 @@ class DiffusionReferenceMethod(DiffusionMethod):
 
     def generate(self, model: LoadedModel, job: ImageJob, options: ReferenceOptions, prompting: Prompting,
                  schedule: Schedule, size: tuple[int, int], context: RunContext) -> Image.Image:
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
-
         if len(job.styles) != 1:
             raise InputError("diffusion-reference takes one style image; blend several with gram or adain")
         self.load_ip_adapter(model, context)
         model.pipeline.set_ip_adapter_scale(instantstyle_scale(model, options.mode, options.reference_scale))
-        controlnet = self.controlnet(model, options, context)
-        extra = {"controlnet": controlnet} if controlnet is not None else {}
-        arguments = dict(prompt=prompting.prompt, negative_prompt=prompting.negative,
-                         num_inference_steps=schedule.steps, guidance_scale=schedule.guidance,
-                         generator=self.generator(context), callback_on_step_end=self.step_callback(context))
         reference = to_image(job.styles[0])
         if options.reference_content:
-            arguments["ip_adapter_image_embeds"] = self.subtracted_embeds(model, reference, options, schedule, context)
-        else:
-            arguments["ip_adapter_image"] = reference
-        width, height = size
-        if job.content is None:
-            pipe = AutoPipelineForText2Image.from_pipe(model.pipeline, **extra)
-            arguments.update(width=width, height=height)
-        else:
-            content = self.content_image(job, size)
-            pipe = AutoPipelineForImage2Image.from_pipe(model.pipeline, **extra)
-            arguments.update(image=content, strength=max(prompting.strength, MIN_STRENGTH))
-            if controlnet is not None:
-                arguments.update(control_image=self.structure_image(model, content, options, context),
-                                 controlnet_conditioning_scale=options.structure_scale)
-        pipe.scheduler = self.scheduler_for(model, options)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe(**arguments).images[0]
+            embeds = self.subtracted_embeds(model, reference, options, schedule, context)
+            return self.run_pipeline(model, job, options, prompting, schedule, size, context,
+                                     ip_adapter_image_embeds=embeds)
+        return self.run_pipeline(model, job, options, prompting, schedule, size, context, ip_adapter_image=reference)
 
     @staticmethod
     def subtracted_embeds(model: LoadedModel, reference: Image.Image, options: ReferenceOptions, schedule: Schedule,
