@@ -114,7 +114,9 @@ class DiffusionMethod(ImageMethod):
         resolved = options.model_copy(update={"guidance": schedule.guidance, "negative_prompt": prompting.negative})
         context.notes.append(f"{self.name}: {model.label}, {schedule.steps} steps, guidance {schedule.guidance:g}"
                              + (f", strength {prompting.strength:g}" if job.content is not None else "")
-                             + (f", preset {prompting.preset.name}" if prompting.preset else ""))
+                             + (f", preset {prompting.preset.name}" if prompting.preset else "")
+                             + (f", LoRAs {', '.join(f'{u.name}:{u.weight:g}' for u in options.loras)}"
+                                if options.loras else ""))
         return TransferOutput(image=to_tensor(image, context.device), encoder=model.label, options=resolved)
 
     def prompting(self, job: ImageJob, options: DiffusionOptions, context: RunContext) -> Prompting:
