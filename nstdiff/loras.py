@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from nstdiff.errors import InputError, ModelFileError
 from nstdiff.settings import Settings, get_settings
-from nstdiff.training.lora_data import LORAS_FOLDER, check_lora_name
+from nstdiff.training.lora_data import LORAS_FOLDER, check_lora_name, newest_sample, own_metadata
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 
@@ -85,13 +85,12 @@ def _info(folder: Path) -> LoraInfo | None:
     except (json.JSONDecodeError, ModelFileError):
         return None  # a damaged entry is left out of the list, never deleted
     # our own metadata: lora.json, else the header's `nstdiff.` keys (other tools' header keys are not ours to trust)
-    merged = {**{k.removeprefix("nstdiff."): v for k, v in header.items() if k.startswith("nstdiff.")}, **meta}
-    samples = sorted((folder / "samples").glob("*.png")) if (folder / "samples").is_dir() else []
+    merged = {**own_metadata(header), **meta}
     known = {k: merged.get(k) for k in ("base", "trigger", "rank", "steps", "dataset_size", "created", "source")
              if merged.get(k) is not None}
     try:
         return LoraInfo(name=folder.name, file=file, cross_attention_dim=cross_attention_dim(shapes),
-                        sample=samples[-1] if samples else None, **known)
+                        sample=newest_sample(folder), **known)
     except ValidationError:
         return None  # metadata we cannot read: left out of the list like a damaged file
 

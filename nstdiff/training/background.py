@@ -17,7 +17,7 @@ from pathlib import Path
 from nstdiff.errors import InputError
 from nstdiff.settings import Settings, get_settings
 from nstdiff.training.lora_data import (LORAS_FOLDER, LoraState, LoraTraining, inspect_dataset, lora_folder,
-                                        read_state)
+                                        newest_sample, read_state)
 
 
 _STARTING = threading.Lock()
@@ -82,7 +82,6 @@ def training_files(name: str, settings: Settings | None = None) -> tuple[Path | 
     """(loss curve, newest sample image, last lines of the log) of a job, for the app."""
     folder = lora_folder(name, settings)
     loss = folder / "loss.png"
-    samples = sorted((folder / "samples").glob("*.png")) if (folder / "samples").is_dir() else []
     log = folder / "train.log"
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:]) if log.is_file() else ""
-    return (loss if loss.is_file() else None), (samples[-1] if samples else None), tail
+    return (loss if loss.is_file() else None), newest_sample(folder), tail

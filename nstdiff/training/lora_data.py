@@ -258,11 +258,17 @@ def read_state(folder: Path) -> LoraState | None:
 
 def read_lora_metadata(path: Path) -> dict[str, str]:
     """The `nstdiff.*` metadata of a LoRA file's safetensors header, without the prefix (empty for other LoRAs)."""
-    from safetensors import safe_open
+    from nstdiff.loras import read_header  # the library's reader: safetensors only, a pickle is refused unopened
 
-    try:
-        with safe_open(str(path), framework="np") as handle:
-            header = handle.metadata() or {}
-    except Exception as exc:
-        raise InputError(f"'{path}' is not a readable safetensors LoRA ({exc})") from None
+    return own_metadata(read_header(path)[1])
+
+
+def own_metadata(header: dict[str, str]) -> dict[str, str]:
+    """nstdiff's keys of a safetensors header (`nstdiff.*`), without the prefix; other tools' keys are left out."""
     return {key.removeprefix("nstdiff."): value for key, value in header.items() if key.startswith("nstdiff.")}
+
+
+def newest_sample(folder: Path) -> Path | None:
+    """The last sample image a training run of this LoRA folder wrote, if any."""
+    samples = sorted((Path(folder) / "samples").glob("*.png"))
+    return samples[-1] if samples else None
