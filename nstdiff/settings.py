@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     gpu_slots: int = Field(1, ge=1, le=64, description="Jobs the app runs at once on the device.")
     queue_max_size: int = Field(16, ge=1, le=10_000, description="Waiting jobs beyond this are refused.")
     max_upload_mb: int = Field(64, ge=1, le=4096, description="Largest file the app accepts.")
+    auth_max_failures: int = Field(5, ge=1, description="Failed logins from one address before it must wait.")
+    auth_lockout_seconds: float = Field(60.0, gt=0, description="How long failed logins count against an address.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # diffusion
     diffusion_family: str = Field("sd15", description="Model family of the diffusion methods (configs/diffusion.toml).")

@@ -18,10 +18,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from nstdiff.imageio import atomic_write, save_png
 from nstdiff.schema import RunResult
 
 # Request fields (at any depth) that name an input file the result was made from.
 INPUT_FIELDS = frozenset({"content", "image", "mask", "init_image", "style", "model"})
+
+
+def map_inputs(value: Any, fn, key: str | None = None) -> Any:
+    """`value` with `fn` applied to every input file path named in it (fields in INPUT_FIELDS, at any depth)."""
+    if isinstance(value, dict):
+        return {k: map_inputs(v, fn, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [map_inputs(v, fn, key) for v in value]
+    if key in INPUT_FIELDS and isinstance(value, str) and value:
+        return fn(value)
+    return value
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -89,31 +102,24 @@ class Store:
         path = Path(path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
         stored = self.inputs / f"{digest}{path.suffix.lower() or '.img'}"
-        if not stored.exists():
-            shutil.copyfile(path, stored)
+        if not stored.exists():  # copied under a temporary name first: a kill never leaves a short file here
+            atomic_write(stored, lambda tmp: shutil.copyfile(path, tmp))
         return stored
 
     def _keep_inputs(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """The parameters with every input file path replaced by its kept copy."""
-        def keep(value: Any, key: str | None = None) -> Any:
-            if isinstance(value, dict):
-                return {k: keep(v, k) for k, v in value.items()}
-            if isinstance(value, list):
-                return [keep(v, key) for v in value]
-            if key in INPUT_FIELDS and isinstance(value, str) and value and Path(value).is_file():
-                return str(self.keep_input(value))
-            return value
+        return map_inputs(json.loads(json.dumps(parameters, default=str)),
+                          lambda path: str(self.keep_input(path)) if Path(path).is_file() else path)
 
-        return keep(json.loads(json.dumps(parameters, default=str)))
-
-    def add(self, result: RunResult) -> HistoryEntry:
-        """Save the result's output (and a preview picture) and the inputs it was made from, and index it."""
-        entry_id = uuid.uuid4().hex[:12]
+    def add(self, result: RunResult, entry_id: str | None = None) -> HistoryEntry:
+        """Save the result's output (and a preview picture) and the inputs it was made from, then index it: files
+        first, row last, so a kill at any point leaves at most files without a row, which `recover` removes."""
+        entry_id = entry_id or uuid.uuid4().hex[:12]
         parameters = self._keep_inputs(result.parameters)
         output = result.save(self.results / f"{entry_id}{result.suffix}")
         preview = result.preview()
         if preview is not None:
-            preview.save(self.results / f"{entry_id}.preview.png")
+            save_png(preview, self.results / f"{entry_id}.preview.png")
         entry = HistoryEntry(
             id=entry_id, created=result.created, method=result.method, encoder=result.encoder, seed=result.seed,
             parameters=parameters, timings=result.timings, notes=result.notes, output=output,
@@ -125,6 +131,23 @@ class Store:
                  json.dumps(entry.timings), json.dumps(entry.notes), str(output.relative_to(self.root))),
             )
         return entry
+
+    def recover(self) -> dict[str, int]:
+        """After a crash: drop rows whose output is gone, and result or input files that no row names. Call it at
+        start-up, while no other process writes to this store."""
+        with self._connect() as db:
+            rows = db.execute("SELECT id, parameters, output FROM results").fetchall()
+            gone = [entry_id for entry_id, _, output in rows if not (self.root / output).is_file()]
+            db.executemany("DELETE FROM results WHERE id = ?", [(entry_id,) for entry_id in gone])
+        ids = {entry_id for entry_id, _, _ in rows} - set(gone)
+        kept: set[str] = set()
+        for _, parameters, _ in rows:
+            map_inputs(json.loads(parameters), lambda path: kept.add(Path(path).name))
+        orphans = [f for f in self.results.iterdir() if f.name.split(".", 1)[0] not in ids]
+        orphans += [f for f in self.inputs.iterdir() if f.name not in kept]
+        for orphan in orphans:
+            orphan.unlink(missing_ok=True)
+        return {"rows": len(gone), "files": len(orphans)}
 
     def _entry(self, row: tuple) -> HistoryEntry:
         entry_id, created, method, encoder, seed, parameters, timings, notes, output = row

@@ -69,6 +69,6 @@ def test_progress_reaches_the_client_and_cancel_stops_the_audio_job(client, tmp_
         progress = (job.status().progress_data or [None])[0]
         time.sleep(0.05)
     assert progress is not None and progress.length == 5000 and "step" in (progress.desc or "")
-    assert client.predict(api_name="/cancel") == "Cancelling…"
+    assert client.predict(api_name="/cancel").startswith("Cancelling")
     with pytest.raises(Exception, match="Cancelled at step"):
         job.result(timeout=60)

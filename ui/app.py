@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import tempfile
 import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,8 +27,8 @@ from nstdiff.settings import Settings, get_settings
 from nstdiff.store import HistoryEntry, Store
 from ui.diffusion_tabs import build_reference_tab, build_text_tab
 from ui.lora_tab import build_lora_tab
-from ui.forms import (OptionField, bounds, image_request, method_options, option_fields, painted_mask,
-                      upload_path)
+from ui.files import GuardedBlocks, offer, uploaded
+from ui.forms import OptionField, bounds, image_request, method_options, option_fields, painted_mask
 
 log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
@@ -55,33 +58,49 @@ def named_handler(fn: Callable[[dict[str, Any], gr.Request, gr.Progress], Any], 
 
 
 class Jobs:
-    """One cancel token per browser session, made when the job is submitted (so Cancel also works while it waits in
-    the queue) and dropped when it ends (so Cancel never hits a finished job)."""
+    """The cancel tokens of each session's running jobs, and when the session last pressed Cancel: a job that joined
+    the queue before that moment never starts, so Cancel also reaches jobs still waiting (from the browser or the
+    API alike)."""
+
+    FORGET_AFTER = 24 * 3600.0  # seconds a Cancel is remembered for jobs still waiting
 
     def __init__(self) -> None:
-        self._tokens: dict[str, CancelToken] = {}
+        self._running: dict[str, set[CancelToken]] = {}
+        self._cancelled_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def submit(self, session: str) -> None:
+    def start(self, session: str, joined: float | None) -> CancelToken:
+        """A token for a job of `session` that joined the queue at `joined` (monotonic seconds; None: unknown)."""
+        token = CancelToken()
         with self._lock:
-            self._tokens[session] = CancelToken()
-
-    def token(self, session: str) -> CancelToken:
-        with self._lock:
-            return self._tokens.setdefault(session, CancelToken())  # API clients skip `submit`
+            if joined is not None and joined <= self._cancelled_at.get(session, -math.inf):
+                token.cancel()
+            self._running.setdefault(session, set()).add(token)
+        return token
 
     def finish(self, session: str, token: CancelToken) -> None:
         with self._lock:
-            if self._tokens.get(session) is token:
-                del self._tokens[session]
+            running = self._running.get(session, set())
+            running.discard(token)
+            if not running:
+                self._running.pop(session, None)
 
-    def cancel(self, session: str) -> bool:
+    def cancel(self, session: str) -> int:
+        """Cancel the session's running jobs and the ones waiting in the queue; returns how many were running."""
+        now = time.monotonic()
         with self._lock:
-            token = self._tokens.get(session)
-        if token is None:
-            return False
-        token.cancel()
-        return True
+            self._cancelled_at = {s: t for s, t in self._cancelled_at.items() if now - t < self.FORGET_AFTER}
+            self._cancelled_at[session] = now
+            tokens = list(self._running.get(session, ()))
+        for token in tokens:
+            token.cancel()
+        return len(tokens)
+
+
+def joined_at(caller: gr.Request | None) -> float | None:
+    """When the caller's job joined the queue: the server stamps every HTTP request (`ui/server.py`)."""
+    http = getattr(caller, "request", None) if caller is not None else None
+    return getattr(getattr(http, "state", None), "received", None)
 
 
 def progress_reporter(progress: gr.Progress) -> Callable[[ProgressEvent], None]:
@@ -107,6 +126,7 @@ class App:
         self.settings = settings or get_settings()
         self.executor = executor or InProcessExecutor(self.settings)
         self.store = Store(self.settings.outputs_dir)
+        self.store.recover()  # a killed server may have left a half-stored result
         self.jobs = Jobs()
         # the Image style tab: methods that take style images and an encoder (gram, adain, chain); the diffusion
         # methods have their own tabs
@@ -115,34 +135,41 @@ class App:
 
     # -- handlers --------------------------------------------------------------------------------------------
 
-    def execute(self, request: Any, session: str, progress: gr.Progress) -> tuple[HistoryEntry, RunResult]:
-        """Run any method's request for a browser session, store the result, turn every failure into a message."""
-        token = self.jobs.token(session)
+    def execute(self, request: Any, caller: gr.Request, progress: gr.Progress) -> tuple[HistoryEntry, RunResult]:
+        """Run any method's request for a caller, store the result, log the job, turn a failure into a message.
+
+        Unexpected exceptions are logged and worded by `GuardedBlocks`, which every event passes through."""
+        job_id, method, started = uuid.uuid4().hex[:12], getattr(request, "method", "?"), time.monotonic()
+        session = caller.session_hash or job_id
+        token = self.jobs.start(session, joined_at(caller))
+        outcome = "failed"
         try:
             if token.cancelled:
                 raise Cancelled(0, getattr(request, "steps", None) or 0)
             result = self.executor.run(request, progress=progress_reporter(progress), cancel=token)
-            entry = self.store.add(result)  # inputs are kept only now, for a result that exists
+            entry = self.store.add(result, entry_id=job_id)  # inputs are kept only now, for a result that exists
+            outcome = "ok"
         except Cancelled as exc:
-            raise gr.Error(f"Cancelled at step {exc.step} of {exc.total}; nothing was saved.", title="Cancelled")
+            outcome = "cancelled"
+            when = f"at step {exc.step} of {exc.total}" if exc.step else "before it started"
+            raise gr.Error(f"Cancelled {when}; nothing was saved.", title="Cancelled")
         except NstdiffError as exc:
+            outcome = f"refused ({type(exc).__name__})"
             raise gr.Error(str(exc), title="Cannot run this")
-        except Exception as exc:  # the person gets a message, the log gets the trace, the server keeps serving
-            log.exception("job failed")
-            raise gr.Error(f"Internal error ({type(exc).__name__}: {exc}); see the server log.")
         finally:
             self.jobs.finish(session, token)
+            log.info("job %s method=%s seconds=%.1f outcome=%s", job_id, method, time.monotonic() - started, outcome)
         return entry, result
 
-    def run(self, request: ImageStyleRequest, session: str, progress: gr.Progress) -> tuple[str, str]:
-        entry, result = self.execute(request, session, progress)
+    def run(self, request: ImageStyleRequest, caller: gr.Request, progress: gr.Progress) -> tuple[str, str]:
+        entry, result = self.execute(request, caller, progress)
         return str(entry.output), describe(result)
 
     def stylize(self, values: dict[str, Any], request: gr.Request, progress: gr.Progress):
         """The Image style form (`IMAGE_FORM` plus the chosen method's option widgets) as a job."""
         with tempfile.TemporaryDirectory() as tmp:
             mask_file = values.get("mask_file")
-            mask = upload_path(mask_file) if mask_file else painted_mask(values.get("mask_paint"), Path(tmp))
+            mask = uploaded(mask_file) if mask_file else painted_mask(values.get("mask_paint"), Path(tmp))
             method = values["method"]
             job = self.form_request(
                 method=method, content=values.get("content"), styles=values.get("styles"),
@@ -150,27 +177,26 @@ class App:
                 seed=values.get("seed"), encoder=values["encoder"], strength=values["strength"],
                 preserve_color=values["preserve_color"], style_scale=values["style_scale"], mask=mask,
                 options=method_options(self.option_fields, method, values))
-            return self.run(job, request.session_hash, progress)
+            return self.run(job, request, progress)
 
     def texture(self, styles, size, steps, seed, encoder, request: gr.Request, progress=gr.Progress()):
         job = self.form_request(method="gram", content=None, styles=styles, weights=None, size=size, steps=steps,
                                 seed=seed, encoder=encoder, strength=1.0, preserve_color="none", style_scale=1.0)
-        return self.run(job, request.session_hash, progress)
+        return self.run(job, request, progress)
 
     @staticmethod
     def form_request(*, content, styles, **values) -> ImageStyleRequest:
         """Uploaded files and form values as a request; a bad value reaches the person as a message."""
         try:
-            return image_request(content=upload_path(content) if content else None,
-                                 styles=[upload_path(s) for s in styles or []], **values)
+            return image_request(content=uploaded(content) if content else None,
+                                 styles=[uploaded(s) for s in styles or []], **values)
         except NstdiffError as exc:
             raise gr.Error(str(exc), title="Check the inputs")
 
-    def submit(self, request: gr.Request) -> None:
-        self.jobs.submit(request.session_hash)
-
     def cancel(self, request: gr.Request) -> str:
-        return "Cancelling…" if self.jobs.cancel(request.session_hash) else "Nothing is running."
+        if self.jobs.cancel(request.session_hash):
+            return "Cancelling: the running job stops at its next step; your waiting jobs will not start."
+        return "Nothing was running; your waiting jobs, if any, will not start."
 
     def history(self) -> list[tuple[str, str]]:
         return [(str(entry.picture), entry.label) for entry in self.store.list()]
@@ -195,9 +221,12 @@ class App:
         controls, options = p["controls"], p.get("options") or {}
         option_values = [field.form_value(options[field.name]) if field.method == p["method"] and field.name in options
                          else gr.update() for field in self.option_fields]
-        return (p["content"], [s["image"] for s in p["styles"]], ", ".join(str(s["weight"]) for s in p["styles"]),
+        def kept(path: str | None) -> str | None:
+            return offer(path) if path and Path(path).is_file() else None
+
+        return (kept(p["content"]), [kept(s["image"]) for s in p["styles"]], ", ".join(str(s["weight"]) for s in p["styles"]),
                 p["method"], controls["strength"], controls["preserve_color"], controls["style_scale"], p["size"],
-                p["steps"] or 0, p["seed"], p["encoder"], controls["mask"], *option_values)
+                p["steps"] or 0, p["seed"], p["encoder"], kept(controls["mask"]), *option_values)
 
     def models_table(self) -> list[list[str]]:
         return [[m.name, "ready" if m.ready else "missing", str(m.path), m.description]
@@ -225,7 +254,7 @@ class App:
 
     def build(self) -> gr.Blocks:
         image_methods = self.image_methods
-        with gr.Blocks(title="nstdiff") as demo:
+        with GuardedBlocks(title="nstdiff") as demo:
             gr.Markdown("# nstdiff\nRestyle a photo with a painting or with words, or grow a texture from one.")
             with gr.Tab("Image style", id="image"):
                 with gr.Row():
@@ -275,7 +304,7 @@ class App:
                                           elem_id="result")
                         info = gr.Markdown(elem_id="result-info")
                         status = gr.Markdown()
-                content.change(lambda f: (upload_path(f), upload_path(f)) if f else (None, None), content,
+                content.change(lambda f: (uploaded(f), uploaded(f)) if f else (None, None), content,
                                [preview, mask_paint], show_progress="hidden", queue=False, api_name=False)
                 example = gr.Button("Try it: the bundled photo in the style of the bundled painting (256 px)",
                                     elem_id="example")
@@ -320,19 +349,17 @@ class App:
             method.change(lambda name: [gr.update(visible=key == name) for key in option_groups], method,
                           list(option_groups.values()), queue=False, api_name=False, show_progress="hidden")
             limit = self.gpu_queue
-            submitted = run.click(self.submit, None, None, queue=False, api_name=False)
-            job = submitted.then(stylize, [*form, mask_file, mask_paint, *option_widgets], [output, info],
+            job = run.click(stylize, [*form, mask_file, mask_paint, *option_widgets], [output, info],
                                  api_name="stylize", **limit)
             job.then(self.history, None, gallery, api_name=False)
             stop.click(self.cancel, None, status, api_name="cancel", queue=False)
             example_job = example.click(
-                lambda: (str(EXAMPLES / "photo.jpg"), [str(EXAMPLES / "painting.jpg")], 256, 0), None,
+                lambda: (offer(EXAMPLES / "photo.jpg"), [offer(EXAMPLES / "painting.jpg")], 256, 0), None,
                 [content, styles, size, steps], queue=False, api_name=False,
-            ).then(self.submit, None, None, queue=False, api_name=False).then(
+            ).then(
                 stylize, [*form, mask_file, mask_paint, *option_widgets], [output, info], api_name=False, **limit)
             example_job.then(self.history, None, gallery, api_name=False)
-            t_submitted = t_run.click(self.submit, None, None, queue=False, api_name=False)
-            t_job = t_submitted.then(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
+            t_job = t_run.click(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
                                 api_name="texture", **limit)
             t_job.then(self.history, None, gallery, api_name=False)
             for extension_job in diffusion_jobs + extension_jobs:

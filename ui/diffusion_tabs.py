@@ -10,7 +10,8 @@ import gradio as gr
 
 from nstdiff.errors import NstdiffError
 from nstdiff.schema import MAX_PROMPT_CHARS, Controls
-from ui.forms import bounds, image_request, upload_path
+from ui.files import uploaded
+from ui.forms import bounds, image_request
 
 if TYPE_CHECKING:
     from ui.app import App
@@ -48,8 +49,8 @@ def diffusion_request(*, method: str, content, styles: list, prompt: str | None,
                       options: dict[str, Any]):
     """Form values as a diffusion request; a bad value reaches the person as a message."""
     try:
-        request = image_request(method=method, content=upload_path(content) if content else None,
-                                styles=[upload_path(s) for s in styles], weights=None, size=size, steps=steps, seed=seed,
+        request = image_request(method=method, content=uploaded(content) if content else None,
+                                styles=[uploaded(s) for s in styles], weights=None, size=size, steps=steps, seed=seed,
                                 encoder="auto", strength=strength, preserve_color="none", style_scale=1.0,
                                 options={k: v for k, v in options.items() if v not in (None, "", "none")},
                                 prompt=prompt)
@@ -100,7 +101,7 @@ def build_text_tab(app: "App") -> list:
                                 options={"preset": preset, "negative_prompt": negative or None,
                                          "structure": structure, "model": family, "fast": fast,
                                          "loras": loras or None})
-        return app.run(job, request.session_hash, progress)
+        return app.run(job, request, progress)
 
     def show_preset(name: str):
         preset = by_name.get(name)
@@ -132,7 +133,7 @@ def build_text_tab(app: "App") -> list:
     tab.select(lambda: [gr.update(choices=lora_choices(app))] * LORA_SLOTS, None, lora_names, queue=False,
                api_name=False, show_progress="hidden")
     stop.click(app.cancel, None, status, queue=False, api_name=False)
-    job = run.click(app.submit, None, None, queue=False, api_name=False).then(
+    job = run.click(
         text_style, [content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed,
                      *lora_names, *lora_weights], [output, info], api_name="text_style", **app.gpu_queue)
     return [job]
@@ -147,7 +148,7 @@ def build_reference_tab(app: "App") -> list:
                                 strength=strength, size=size, steps=steps, seed=seed,
                                 options={"mode": mode, "reference_scale": reference_scale, "structure": structure,
                                          "model": family, "fast": fast})
-        return app.run(job, request.session_hash, progress)
+        return app.run(job, request, progress)
 
     with gr.Tab("Style reference", id="reference"):
         with gr.Row():
@@ -168,7 +169,7 @@ def build_reference_tab(app: "App") -> list:
                     stop = gr.Button("Cancel", elem_id="ref-cancel")
             output, info, status = _result_column("ref")
     stop.click(app.cancel, None, status, queue=False, api_name=False)
-    job = run.click(app.submit, None, None, queue=False, api_name=False).then(
+    job = run.click(
         reference, [content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps,
                     seed], [output, info], api_name="style_reference", **app.gpu_queue)
     return [job]

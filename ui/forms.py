@@ -15,11 +15,6 @@ from nstdiff.registry import format_validation_error
 from nstdiff.schema import Controls, ImageStyleRequest, MethodInfo
 
 
-def upload_path(file: Any) -> str:
-    """The path of a Gradio upload (a path string or a file object)."""
-    return file if isinstance(file, str) else getattr(file, "name", str(file))
-
-
 def bounds(model: type[BaseModel], name: str) -> dict[str, Any]:
     """minimum/maximum/value/info for a slider, read from a field's constraints and description."""
     info = model.model_fields[name]

@@ -15,7 +15,7 @@ import gradio as gr
 
 from nstdiff.errors import NstdiffError
 from nstdiff.training.lora_data import check_lora_name
-from ui.forms import upload_path
+from ui.files import offer, uploaded
 
 if TYPE_CHECKING:
     from ui.app import App
@@ -73,7 +73,7 @@ def build_lora_tab(app: "App") -> list:
             datasets.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=datasets))
             for file in files:
-                source = Path(upload_path(file))
+                source = Path(uploaded(file))
                 shutil.copyfile(source, staging / source.name)
             shutil.rmtree(folder, ignore_errors=True)
             staging.rename(folder)
@@ -90,7 +90,7 @@ def build_lora_tab(app: "App") -> list:
             return "No job selected.", None, None, ""
         state = call("jobs").get(name)
         loss, sample, log = call("files", name=name)
-        return describe_job(name, state), (str(loss) if loss else None), (str(sample) if sample else None), log
+        return describe_job(name, state), (offer(loss) if loss else None), (offer(sample) if sample else None), log
 
     def rename(old, new):
         call("rename", old=old, new=(new or "").strip())
@@ -103,12 +103,12 @@ def build_lora_tab(app: "App") -> list:
     def export(name):
         exports = Path(settings.outputs_dir) / "lora-exports"  # one file per LoRA, replaced by the next export
         exports.mkdir(parents=True, exist_ok=True)
-        return str(call("export", name=name, destination=exports / f"{check_lora_name(name)}_kohya.safetensors"))
+        return offer(call("export", name=name, destination=exports / f"{check_lora_name(name)}_kohya.safetensors"))
 
     def import_file(file, name, base, trigger):
         if not file:
             raise gr.Error("Choose a .safetensors LoRA file.", title="My styles")
-        call("import", file=Path(upload_path(file)), name=(name or "").strip(), base=base,
+        call("import", file=Path(uploaded(file)), name=(name or "").strip(), base=base,
              trigger=(trigger or "").strip() or None)
         return library_rows()
 

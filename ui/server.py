@@ -1,16 +1,57 @@
 """Serving the app: FastAPI with `/healthz`, the Gradio app mounted at `/`, safe defaults.
 
 Loopback by default; uploads capped; the queue refuses REST calls that bypass it (gradio_client still works); SSR,
-monitoring and run history off; only the outputs folder is served besides Gradio's own upload cache.
+monitoring and run history off. Served files: Gradio's upload cache and `outputs/results` (results and previews,
+nothing else: the history database and kept inputs sit beside it). File inputs accept only uploads (`ui/files.py`).
+Repeated failed logins from one address are refused for a while.
 """
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
+
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from nstdiff.executor import Executor
 from nstdiff.settings import Settings, get_settings
 from ui.app import App
+
+
+class LoginThrottle:
+    """At most `failures` failed logins per client address within `window` seconds; past that, every login from
+    that address (the right password too) is refused until the oldest failure leaves the window."""
+
+    def __init__(self, failures: int, window: float):
+        self.failures, self.window = failures, window
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        times = self._seen.setdefault(client, deque())
+        while times and now - times[0] > self.window:
+            times.popleft()
+        return times
+
+    def wait(self, client: str) -> float:
+        """Seconds `client` must wait before trying again (0: it may try now)."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(client, now)
+            return self.window - (now - times[0]) if len(times) >= self.failures else 0.0
+
+    def record(self, client: str, success: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(client, now)
+            if success:
+                times.clear()
+            else:
+                times.append(now)
+            if not times:
+                del self._seen[client]
 
 
 def create_server(settings: Settings | None = None, executor: Executor | None = None,
@@ -20,16 +61,34 @@ def create_server(settings: Settings | None = None, executor: Executor | None = 
     demo = app.build().queue(max_size=settings.queue_max_size, api_open=False,
                              default_concurrency_limit=settings.gpu_slots)
     server = FastAPI(title="nstdiff")
+    throttle = LoginThrottle(settings.auth_max_failures, settings.auth_lockout_seconds)
+
+    @server.middleware("http")
+    async def stamp_and_throttle(request: Request, call_next):
+        # when each request arrived: a job's queue-join time, so Cancel reaches jobs still waiting (ui/app.py Jobs)
+        request.state.received = time.monotonic()
+        login = request.method == "POST" and request.url.path.rstrip("/").endswith("/login")
+        client = request.client.host if request.client else "?"
+        if login and (wait := throttle.wait(client)):
+            return JSONResponse({"detail": f"Too many failed logins; try again in {wait:.0f} s."}, status_code=429,
+                                headers={"Retry-After": str(max(1, round(wait)))})
+        response = await call_next(request)
+        if login and auth is not None:
+            throttle.record(client, success=response.status_code < 400)
+        return response
 
     @server.get("/healthz")
     def healthz() -> dict[str, object]:
         return {"status": "ok", "models": {m.name: m.ready for m in app.executor.models()}}
 
-    return gr.mount_gradio_app(
-        server, demo, path="/", auth=auth, allowed_paths=[str(settings.outputs_dir)],
+    mounted = gr.mount_gradio_app(
+        server, demo, path="/", auth=auth, allowed_paths=[str(app.store.results)],
         max_file_size=f"{settings.max_upload_mb}mb", ssr_mode=False, enable_monitoring=False, run_history=False,
-        footer_links=["api"], show_error=True,
+        footer_links=["api"], show_error=False,
     )
+    # Gradio checks "this file was uploaded here" only for an app it launched itself; mounted, we say it was
+    demo.has_launched = True
+    return mounted
 
 
 def serve(host: str | None = None, port: int | None = None, auth: tuple[str, str] | None = None) -> None:

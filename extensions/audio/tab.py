@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from extensions.audio.schema import MAX_SECONDS, AudioStyleRequest
 from nstdiff.errors import NstdiffError
 from nstdiff.registry import format_validation_error
+from ui.files import uploaded
 from ui.forms import bounds
 
 SAMPLE_RATES = [16000, 22050, 32000, 44100, 48000]
@@ -24,7 +25,7 @@ def audio_request(*, content: str | None, style: str | None, strength: float, mo
         raise gr.Error("Upload a content clip and a style clip first.", title="Check the inputs")
     try:
         return AudioStyleRequest(
-            content=Path(content), style=Path(style), strength=strength, mode=mode, steps=int(steps),
+            content=Path(uploaded(content)), style=Path(uploaded(style)), strength=strength, mode=mode, steps=int(steps),
             filters=int(filters), kernel_width=int(kernel_width), n_fft=int(n_fft), sample_rate=int(sample_rate),
             seconds=float(seconds) if seconds else None, seed=None if seed is None or seed < 0 else int(seed))
     except ValidationError as exc:
@@ -40,7 +41,7 @@ def build_tab(app) -> list[Any]:
 
         job = audio_request(content=content, style=style, strength=strength, mode=mode, steps=steps, filters=filters,
                             kernel_width=kernel_width, n_fft=n_fft, sample_rate=sample_rate, seconds=seconds, seed=seed)
-        entry, result = app.execute(job, request.session_hash, progress)
+        entry, result = app.execute(job, request, progress)
         try:  # the clips as the method heard them: resampled, cut, the style looped or cropped to the content
             heard_content = read_clip(job.content, "content", job.sample_rate, job.seconds, app.settings)
             heard_style = fit_length(read_clip(job.style, "style", job.sample_rate, heard_content.seconds,
@@ -84,7 +85,7 @@ def build_tab(app) -> list[Any]:
                 info = gr.Markdown(elem_id="audio-info")
                 status = gr.Markdown()
         form = [content, style, strength, mode, steps, filters, kernel_width, n_fft, sample_rate, seconds, seed]
-        job = run.click(app.submit, None, None, queue=False, api_name=False).then(
+        job = run.click(
             render, form, [result, content_picture, style_picture, result_picture, info], api_name="audio",
             **app.gpu_queue)
         stop.click(app.cancel, None, status, queue=False, api_name=False)

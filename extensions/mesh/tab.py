@@ -14,20 +14,17 @@ from pydantic import ValidationError
 from nstdiff.errors import InputError, NstdiffError
 from nstdiff.registry import format_validation_error
 from extensions.mesh.schema import MODEL_SUFFIXES, MeshStyleRequest
+from ui.files import uploaded
 
 FIELDS = MeshStyleRequest.model_fields
 # an OBJ arrives with its .mtl and textures, a .gltf with its .bin: all uploaded together
 COMPANION_SUFFIXES = (".mtl", ".bin", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tga")
 
 
-def _path(file) -> Path:
-    return Path(file if isinstance(file, str) else getattr(file, "name", str(file)))
-
-
 def gather_upload(files, folder: Path) -> Path:
     """Copy the uploaded files into one folder (Gradio keeps each upload apart, so an OBJ could not find its MTL) and
     return the model among them."""
-    paths = [_path(f) for f in (files if isinstance(files, list) else [files] if files else [])]
+    paths = [Path(uploaded(f)) for f in (files if isinstance(files, list) else [files] if files else [])]
     models = [p for p in paths if p.suffix.lower() in MODEL_SUFFIXES]
     if len(models) != 1:
         found = ", ".join(p.name for p in paths) or "nothing"
@@ -51,14 +48,14 @@ def build_tab(app) -> list:
                 if not style:
                     raise InputError("upload a style image")
                 job = MeshStyleRequest(
-                    model=model, style=_path(style), mode=mode, views=int(views), view_size=int(view_size),
+                    model=model, style=Path(uploaded(style)), mode=mode, views=int(views), view_size=int(view_size),
                     steps=int(steps) or None, texture_size=int(texture_size), strength=float(strength),
                     seed=None if seed is None or int(seed) < 0 else int(seed), encoder=encoder)
             except NstdiffError as exc:
                 raise gr.Error(str(exc), title="Check the inputs")
             except ValidationError as exc:  # a number out of its bounds
                 raise gr.Error(format_validation_error(exc), title="Check the inputs")
-            entry, result = app.execute(job, request.session_hash, progress)
+            entry, result = app.execute(job, request, progress)
         glb = entry.output
         downloads = [glb, result.save(glb.with_suffix(".zip")), result.save(glb.with_suffix(".ply"))]
         m = result.measures
@@ -101,7 +98,7 @@ def build_tab(app) -> list:
                 info = gr.Markdown(elem_id="mesh-info")
                 status = gr.Markdown()
         inputs = [files, style, mode, views, view_size, steps, texture_size, strength, seed, encoder]
-        job = go.click(app.submit, None, None, queue=False, api_name=False).then(
+        job = go.click(
             run, inputs, [viewer, downloads, info], api_name="mesh", **app.gpu_queue)
         stop.click(app.cancel, None, status, queue=False, api_name=False)
     return [job]
