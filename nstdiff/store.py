@@ -141,8 +141,9 @@ class Store:
             db.executemany("DELETE FROM results WHERE id = ?", [(entry_id,) for entry_id in gone])
         ids = {entry_id for entry_id, _, _ in rows} - set(gone)
         kept: set[str] = set()
-        for _, parameters, _ in rows:
-            map_inputs(json.loads(parameters), lambda path: kept.add(Path(path).name))
+        for entry_id, parameters, _ in rows:
+            if entry_id in ids:
+                map_inputs(json.loads(parameters), lambda path: kept.add(Path(path).name))
         orphans = [f for f in self.results.iterdir() if f.name.split(".", 1)[0] not in ids]
         orphans += [f for f in self.inputs.iterdir() if f.name not in kept]
         for orphan in orphans:
