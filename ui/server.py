@@ -7,9 +7,12 @@ Repeated failed logins from one address are refused for a while.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI, Request
@@ -91,10 +94,23 @@ def create_server(settings: Settings | None = None, executor: Executor | None = 
     return mounted
 
 
+def log_to(settings: Settings) -> Path:
+    """Log lines (one per job: id, method, seconds, outcome) to stderr and to `outputs/logs/nstdiff.log`, which is
+    not served."""
+    folder = settings.outputs_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "nstdiff.log"
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(),
+                                  RotatingFileHandler(path, maxBytes=10 * 2**20, backupCount=3, encoding="utf-8")])
+    return path
+
+
 def serve(host: str | None = None, port: int | None = None, auth: tuple[str, str] | None = None) -> None:
     import uvicorn
 
     settings = get_settings()
+    log_to(settings)
     host, port = host or settings.server_host, port or settings.server_port
     server = create_server(settings, auth=auth)
     print(f"nstdiff app on http://{host}:{port}  (health: /healthz)", flush=True)

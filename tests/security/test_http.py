@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 import uuid
@@ -137,6 +138,14 @@ def test_error_messages_name_files_without_server_folders(app_server, tmp_path):
     message = str(failure.value)
     assert "broken.png" in message and "not a readable image" in message
     assert str(app_server.root) not in message and "/uploads/" not in message and "/tmp" not in message
+
+
+def test_each_job_leaves_one_log_line_and_the_log_is_not_served(app_server, past_job):
+    log = app_server.outputs / "logs" / "nstdiff.log"
+    entry_id = next((app_server.outputs / "results").glob("*.png")).stem
+    assert re.search(rf"job {entry_id} method=gram seconds=[0-9.]+ outcome=ok", log.read_text())
+    assert "outcome=refused (InputError)" in log.read_text()  # the broken upload of another test
+    assert httpx.get(app_server.url + "gradio_api/file=" + str(log)).status_code == 403
 
 
 def test_the_history_shows_no_server_paths(app_server, past_job):
