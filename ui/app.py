@@ -24,7 +24,7 @@ from nstdiff.executor import CancelToken, Executor, InProcessExecutor
 from nstdiff.registry import TABS_GROUP, plugins
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, RunResult
 from nstdiff.settings import Settings, get_settings
-from nstdiff.store import HistoryEntry, Store
+from nstdiff.store import HistoryEntry, Store, map_inputs
 from ui.diffusion_tabs import build_reference_tab, build_text_tab
 from ui.lora_tab import build_lora_tab
 from ui.files import GuardedBlocks, offer, uploaded
@@ -207,7 +207,8 @@ class App:
         entry = self.store.get(caption.rsplit("#", 1)[-1])
         if entry is None:
             raise gr.Error("That history entry no longer exists.")
-        return entry.id, {"id": entry.id, **entry.parameters, "timings": entry.timings, "notes": entry.notes}
+        shown = map_inputs(entry.parameters, lambda path: Path(path).name)  # file names, not server folders
+        return entry.id, {"id": entry.id, **shown, "timings": entry.timings, "notes": entry.notes}
 
     def reuse(self, entry_id: str):
         """The Image style form's values from a past result, to run it again or vary it."""
@@ -229,7 +230,7 @@ class App:
                 p["steps"] or 0, p["seed"], p["encoder"], kept(controls["mask"]), *option_values)
 
     def models_table(self) -> list[list[str]]:
-        return [[m.name, "ready" if m.ready else "missing", str(m.path), m.description]
+        return [[m.name, "ready" if m.ready else "missing", Path(m.path).name, m.description]
                 for m in self.executor.models()]
 
     def fetch(self, name: str, progress=gr.Progress()):
@@ -337,7 +338,7 @@ class App:
                 reuse = gr.Button("Use these settings in Image style")
 
             with gr.Tab("Models", id="models") as models_tab:
-                table = gr.Dataframe(headers=["name", "status", "path", "description"], interactive=False)
+                table = gr.Dataframe(headers=["name", "status", "file", "description"], interactive=False)
                 with gr.Row():
                     model_name = gr.Dropdown([m.name for m in self.executor.models()], label="Model")
                     fetch = gr.Button("Fetch")
