@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(64, ge=1, le=4096, description="Largest file the app accepts.")
     auth_max_failures: int = Field(5, ge=1, description="Failed logins from one address before it must wait.")
     auth_lockout_seconds: float = Field(60.0, gt=0, description="How long failed logins count against an address.")
+    max_job_memory_gb: float | None = Field(
+        None, gt=0, description="Memory one job may use; None: 80% of the memory free when it starts (GPU's on CUDA).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # diffusion
     diffusion_family: str = Field("sd15", description="Model family of the diffusion methods (configs/diffusion.toml).")
@@ -47,6 +49,9 @@ class Settings(BaseSettings):
     vae_tiling: bool = Field(False, description="Decode large images in tiles (less memory).")
     cpu_offload: bool = Field(False, description="Keep idle model parts in CPU memory (GPUs with little memory).")
     keep_pipelines_warm: bool = Field(True, description="Keep the loaded diffusion model between requests.")
+    diffusion_memory_gb: float | None = Field(
+        None, gt=0, description="Memory the loaded diffusion models may hold together; the least recently used are "
+        "dropped past it. None: 80% of the device's memory.")
     presets_file: Path | None = Field(None, description="Your own style presets (TOML), added to the built-in ones.")
 
     @field_validator("cache_dir", "outputs_dir", "models_dir", "presets_file")

@@ -17,7 +17,8 @@ from pydantic import Field, field_validator
 
 from nstdiff.diffusion.catalogue import Family
 from nstdiff.diffusion.hub import MODEL_FILES, resolve_repo
-from nstdiff.diffusion.pipelines import PIPELINES, LoadedModel, pick_dtype, run_with_memory_retry
+from nstdiff.diffusion.pipelines import (PIPELINES, LoadedModel, offloads, pick_dtype, prepare,
+                                        run_with_memory_retry)
 from nstdiff.diffusion.presets import Preset, get_preset
 from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
@@ -88,6 +89,14 @@ class DiffusionMethod(ImageMethod):
         raise NotImplementedError
 
     # -- the shared run ------------------------------------------------------------------------------------------
+
+    def execute(self, request: Any, context: RunContext) -> Any:
+        # a misspelt or damaged LoRA is reported now, not after minutes of loading the model and the images
+        from nstdiff.loras import get_lora
+
+        for use in self.parse_options(request.options).loras:
+            get_lora(use.name, context.settings)
+        return super().execute(request, context)
 
     def transfer(self, job: ImageJob, options: DiffusionOptions, context: RunContext) -> TransferOutput:
         prompting = self.prompting(job, options, context)
@@ -227,6 +236,7 @@ class DiffusionMethod(ImageMethod):
                                  controlnet_conditioning_scale=options.structure_scale)
         pipe.scheduler = self.scheduler_for(model, options)
         pipe.set_progress_bar_config(disable=True)
+        context.notes.extend(prepare(pipe, model, context.settings, context.device))
         return pipe(**arguments).images[0]
 
     @staticmethod
@@ -262,8 +272,10 @@ class DiffusionMethod(ImageMethod):
 
             folder = resolve_repo(f"{family.name}-controlnet-{options.structure}", context.settings, context.message)
             dtype = pick_dtype(context.settings.diffusion_dtype, context.device)
-            cache[options.structure] = ControlNetModel.from_pretrained(folder, dtype=dtype,
-                                                                       use_safetensors=True).to(context.device)
+            controlnet = ControlNetModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+            # offloaded: it waits in CPU memory and `prepare`'s hooks bring it to the GPU while it runs
+            cache[options.structure] = controlnet if offloads(context.settings, context.device) else controlnet.to(
+                context.device)
         return cache[options.structure]
 
     def structure_image(self, model: LoadedModel, content: Image.Image, options: DiffusionOptions,
@@ -275,7 +287,9 @@ class DiffusionMethod(ImageMethod):
 
             folder = resolve_repo("depth-estimator", context.settings, context.message, files=MODEL_FILES,
                                   marker="config.json")
-            model.depth_estimator = pipeline("depth-estimation", model=str(folder), device=context.device)
+            # offloaded: a small estimator runs on the CPU rather than hold GPU memory between jobs
+            device = "cpu" if offloads(context.settings, context.device) else context.device
+            model.depth_estimator = pipeline("depth-estimation", model=str(folder), device=device)
         return model.depth_estimator(content)["depth"].convert("RGB").resize(content.size)
 
 

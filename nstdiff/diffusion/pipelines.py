@@ -2,13 +2,18 @@
 
 Variants (txt2img, img2img, ControlNet) are made per run with `from_pipe`, which shares the base's weights, after the
 base's add-ons (IP-Adapter, LoRAs) are set for that run. A lock serialises runs on one base, since add-ons change the
-shared UNet. Under GPU memory pressure the cache is emptied and the run retried once (`run_with_memory_retry`).
+shared UNet. Memory switches (attention slicing, VAE slicing/tiling, CPU offload) are applied by `prepare` to each
+run's final pipeline, after its add-ons: diffusers rebuilds attention processors when an IP-Adapter is loaded, and
+offload hooks must cover the parts that pipeline uses (diffusers' IP-Adapter and loading guides). Loaded models are
+kept within a memory budget, least recently used dropped first; under GPU memory pressure the cache is emptied and
+the run retried once (`run_with_memory_retry`).
 """
 from __future__ import annotations
 
 import gc
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +42,28 @@ class LoadedModel:
     controlnets: dict[str, Any] = field(default_factory=dict)  # structure kind → ControlNetModel
     library_adapters: dict[str, str] = field(default_factory=dict)  # library LoRA name → its adapter in the UNet
     depth_estimator: Any = None  # transformers depth-estimation pipeline, made on first use
+    image_encoder: Any = None  # the IP-Adapter's image encoder, kept while a text run unloads the adapter
+    nbytes: int = 0  # parameters and buffers of the base pipeline
+
+
+def module_bytes(*modules: Any) -> int:
+    """Bytes held by the parameters and buffers of torch modules (anything else counts 0)."""
+    total = 0
+    for module in modules:
+        if isinstance(module, torch.nn.Module):
+            total += sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    return total
+
+
+def memory_budget(settings: Settings, device: torch.device) -> int:
+    """Bytes the loaded diffusion models may hold together (setting, else 80% of the device's memory)."""
+    if settings.diffusion_memory_gb is not None:
+        return int(settings.diffusion_memory_gb * 2**30)
+    if device.type == "cuda":
+        return int(0.8 * torch.cuda.get_device_properties(device).total_memory)
+    with open("/proc/meminfo") as meminfo:  # Linux; elsewhere no budget
+        total_kb = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
+    return int(0.8 * total_kb * 1024) or 2**62
 
 
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
@@ -47,7 +74,7 @@ def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
 
 class PipelineCache:
     def __init__(self) -> None:
-        self._models: dict[tuple[str, str, str], LoadedModel] = {}  # (folder, device, dtype) →
+        self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()  # (folder, device, dtype) →
         self._lock = threading.Lock()
         self._loading = threading.Lock()
 
@@ -61,11 +88,27 @@ class PipelineCache:
         with self._loading:  # two jobs asking for a cold model load it once
             with self._lock:
                 if key in self._models:
+                    self._models.move_to_end(key)  # most recently used last
                     return self._models[key]
             model = self._load_model(ref, folder, device, dtype, settings, message)
             with self._lock:
                 self._models[key] = model
+                self._evict(memory_budget(settings, device), message)
             return model
+
+    def _evict(self, budget: int, message: Callable[[str], None]) -> None:
+        """Drop least recently used models until the rest fit `budget` (the newest always stays)."""
+        while len(self._models) > 1 and sum(m.nbytes for m in self._models.values()) > budget:
+            _, dropped = self._models.popitem(last=False)
+            message(f"unloaded {dropped.label} to stay within the diffusion memory budget")
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def loaded(self) -> list[LoadedModel]:
+        """The loaded models, least recently used first."""
+        with self._lock:
+            return list(self._models.values())
 
     def _load_model(self, ref: str, folder: Path, device: torch.device, dtype: torch.dtype, settings: Settings,
                     message: Callable[[str], None]) -> LoadedModel:
@@ -76,7 +119,8 @@ class PipelineCache:
             f for f in catalogue.families.values() if f.architecture == architecture and not f.turbo)
         message(f"loading {ref} …")
         pipeline = _load(folder, dtype, device, settings)
-        return LoadedModel(pipeline, folder, family, ref if ref in catalogue.families or "/" in ref else folder.name)
+        label = ref if ref in catalogue.families or "/" in ref else folder.name
+        return LoadedModel(pipeline, folder, family, label, nbytes=module_bytes(*pipeline.components.values()))
 
     def release(self) -> None:
         """Drop every loaded pipeline and give the memory back."""
@@ -88,6 +132,10 @@ class PipelineCache:
 
 
 PIPELINES = PipelineCache()
+
+
+def offloads(settings: Settings, device: torch.device) -> bool:
+    return settings.cpu_offload and device.type == "cuda"
 
 
 def _load(folder: Path, dtype: torch.dtype, device: torch.device, settings: Settings) -> Any:
@@ -102,15 +150,51 @@ def _load(folder: Path, dtype: torch.dtype, device: torch.device, settings: Sett
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelFileError(f"could not load the diffusion model in '{folder}': {exc}") from None
     pipeline.set_progress_bar_config(disable=True)
-    if settings.attention_slicing:
-        pipeline.enable_attention_slicing()
-    if settings.vae_tiling:
-        pipeline.vae.enable_tiling()
-    if settings.cpu_offload and device.type == "cuda":
-        pipeline.enable_model_cpu_offload(device=device)
-    else:
+    if not offloads(settings, device):  # offloaded models wait in CPU memory; `prepare` sets the hooks per run
         pipeline.to(device)
     return pipeline
+
+
+def set_ip_adapter(model: LoadedModel, name: str | None, load: Callable[[Any], None] | None = None) -> None:
+    """Load the IP-Adapter `name` into the model's UNet with `load(pipeline)`, or unload it (None).
+
+    Attention goes back to the default processors first (diffusers rebuilds every processor with no arguments, which
+    a sliced processor cannot take), and the image encoder is kept across an unload, so alternating text and reference
+    runs do not read it from disk each time."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    if model.ip_adapter == name:
+        return
+    pipeline = model.pipeline
+    pipeline.unet.set_attn_processor(AttnProcessor2_0())
+    if model.ip_adapter is not None:
+        model.image_encoder = pipeline.image_encoder
+        pipeline.unload_ip_adapter()
+        model.ip_adapter = None
+    if name is not None and load is not None:
+        if model.image_encoder is not None:
+            pipeline.register_modules(image_encoder=model.image_encoder)
+        load(pipeline)
+        model.image_encoder, model.ip_adapter = pipeline.image_encoder, name
+
+
+def prepare(pipe: Any, model: LoadedModel, settings: Settings, device: torch.device) -> list[str]:
+    """Apply the memory settings to a run's final pipeline, after its add-ons are set; returns notes for the result.
+
+    Attention slicing is skipped while an IP-Adapter is loaded (its processors cannot be sliced); VAE slicing saves
+    the memory instead. CPU offload is set on this pipeline (a `from_pipe` variant does not inherit it), so a
+    ControlNet and the IP-Adapter's image encoder move to the GPU only while they run."""
+    notes = []
+    if settings.attention_slicing and model.ip_adapter is None:
+        pipe.enable_attention_slicing()
+    elif settings.attention_slicing:
+        pipe.vae.enable_slicing()
+        notes.append("attention slicing is off while an IP-Adapter is loaded; VAE slicing saves memory instead")
+    if settings.vae_tiling:
+        pipe.vae.enable_tiling()
+    if offloads(settings, device):
+        pipe.enable_model_cpu_offload(device=device)
+    return notes
 
 
 def run_with_memory_retry(run: Callable[[], Any], what: str) -> Any:

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from nstdiff.diffusion.method import DiffusionMethod, DiffusionOptions, Prompting, Schedule
 from nstdiff.diffusion.hub import resolve_repo
-from nstdiff.diffusion.pipelines import LoadedModel
+from nstdiff.diffusion.pipelines import LoadedModel, set_ip_adapter
 from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob, to_image
@@ -103,6 +103,6 @@ class DiffusionReferenceMethod(DiffusionMethod):
         folder = resolve_repo(name, context.settings, context.message)
         if not (folder / spec.subfolder / spec.weight_name).is_file():
             raise InputError(f"'{folder}' has no {spec.subfolder}/{spec.weight_name}; fetch {name} again")
-        model.pipeline.load_ip_adapter(str(folder), subfolder=spec.subfolder, weight_name=spec.weight_name,
-                                       image_encoder_folder=spec.image_encoder)
-        model.ip_adapter = name
+        set_ip_adapter(model, name, lambda pipeline: pipeline.load_ip_adapter(
+            str(folder), subfolder=spec.subfolder, weight_name=spec.weight_name,
+            image_encoder_folder=None if model.image_encoder is not None else spec.image_encoder))

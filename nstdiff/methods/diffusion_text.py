@@ -10,7 +10,7 @@ from __future__ import annotations
 from PIL import Image
 
 from nstdiff.diffusion.method import MIN_STRENGTH, DiffusionMethod, DiffusionOptions, Prompting, Schedule
-from nstdiff.diffusion.pipelines import LoadedModel
+from nstdiff.diffusion.pipelines import LoadedModel, set_ip_adapter
 from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob
 from nstdiff.registry import Capabilities, register_method
@@ -26,9 +26,7 @@ class DiffusionTextMethod(DiffusionMethod):
 
     def generate(self, model: LoadedModel, job: ImageJob, options: DiffusionOptions, prompting: Prompting,
                  schedule: Schedule, size: tuple[int, int], context: RunContext) -> Image.Image:
-        if model.ip_adapter is not None:  # a text run must not see the last reference image's adapter
-            model.pipeline.unload_ip_adapter()
-            model.ip_adapter = None
+        set_ip_adapter(model, None)  # a text run must not see the last reference image's adapter
         if job.content is not None and prompting.strength < MIN_STRENGTH:  # not one step's worth of change
             context.notes.append(f"strength {prompting.strength:g} is below {MIN_STRENGTH}; the content is returned "
                                  "unchanged")
