@@ -119,7 +119,9 @@ def _drop_absent_components(folder: Path, names: tuple[str, ...]) -> None:
 
 
 def _sd_pipeline_folder(folder: Path, seed: int, block_out_channels, layers_per_block: int, attention_heads,
-                        text_hidden: int, text_layers: int) -> Path:
+                        text_hidden: int, text_layers: int,
+                        down_blocks=("CrossAttnDownBlock2D", "DownBlock2D"),
+                        up_blocks=("UpBlock2D", "CrossAttnUpBlock2D")) -> Path:
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -128,13 +130,13 @@ def _sd_pipeline_folder(folder: Path, seed: int, block_out_channels, layers_per_
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(_clip_text_config(tokenizer, text_hidden, text_layers))
     torch.manual_seed(seed + 1)
-    # SD 1.5's block pattern (cross-attention down blocks, plain last one), cut to two blocks.
+    # SD 1.5's block pattern (cross-attention down blocks, plain last one), by default cut to two blocks.
     unet = UNet2DConditionModel(
         sample_size=32,
         in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=down_blocks,
+        up_block_types=up_blocks,
         block_out_channels=block_out_channels,
         layers_per_block=layers_per_block,
         attention_head_dim=attention_heads,
@@ -165,6 +167,16 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
     """
     return _sd_pipeline_folder(folder, seed, block_out_channels=(32, 64), layers_per_block=2, attention_heads=(2, 4),
                                text_hidden=32, text_layers=2)
+
+
+def build_tiny_sd15_blocks(folder: Path, seed: int = 0) -> Path:
+    """`build_tiny_sd` with SD 1.5's whole block layout: three cross-attention down blocks and a plain one, mirrored
+    up, 2 layers per block (so 2 transformers per down block, 3 per up block, 1 in the mid block), at 32 channels:
+    the block names (`down_blocks.2`, `mid_block`, `up_blocks.1`) that InstantStyle's SD 1.5 maps address."""
+    return _sd_pipeline_folder(folder, seed, block_out_channels=(32, 32, 32, 32), layers_per_block=2,
+                               attention_heads=8, text_hidden=32, text_layers=2,
+                               down_blocks=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                               up_blocks=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
 
 
 def build_tiny_wide_unet_sd(folder: Path, width: int = 320, seed: int = 0) -> Path:

@@ -44,8 +44,12 @@ def instantstyle_scale(model: LoadedModel, mode: str, scale: float) -> float | d
     blocks = model.family.instantstyle.get(mode)
     if blocks is None:
         raise InputError(f"{model.family.title} has no InstantStyle block map for '{mode}'; use mode full")
-    return {part: {block: [value * scale for value in values] for block, values in parts.items()}
-            for part, parts in blocks.items()}
+    def scaled(value):  # a number (a whole block, or the mid block), a list (one per transformer) or a dict
+        if isinstance(value, dict):
+            return {key: scaled(inner) for key, inner in value.items()}
+        return [v * scale for v in value] if isinstance(value, list) else value * scale
+
+    return scaled(blocks)
 
 
 @register_method
