@@ -6,6 +6,7 @@ their sources); the tests check our download patterns and markers against them.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -51,5 +52,143 @@ def test_instantstyle_sd15_maps_cover_whole_blocks_as_its_own_script_does(sd15_b
         assert scaled_layers("style") == up_1
         assert scaled_layers("layout") == up_1 | {"down_blocks.2.attentions.0", "down_blocks.2.attentions.1",
                                                   "mid_block.attentions.0"}
+    finally:
+        PIPELINES.release()
+
+
+LISTINGS = json.loads((Path(__file__).parent / "data" / "hf_repos.json").read_text())["repos"]
+PICKLES = (".bin", ".ckpt", ".pth", ".pt", ".pkl")
+SETUPS = [("cpu", "auto"), ("cuda", "auto"), ("cuda", "fp32"), ("cuda", "bf16"), ("cpu", "fp16")]
+
+
+def loader_files(name: str, variant: str) -> set[str]:
+    """The weight files nstdiff's loader opens for catalogue part `name`, as stored in `variant`."""
+    from nstdiff.diffusion.catalogue import load_catalogue
+    from nstdiff.diffusion.hub import PIPELINE_WEIGHTS, catalogue_part, variant_file
+
+    part = catalogue_part(name)
+    if part.weights is None:  # a pipeline: the components of its architecture
+        components = ["unet", "vae", "text_encoder"]
+        if load_catalogue().families[name].architecture == "sdxl":
+            components.append("text_encoder_2")
+        weights = [PIPELINE_WEIGHTS[c] for c in components]
+    else:
+        weights = list(part.weights)
+    return {variant_file(w, variant) for w in weights}
+
+
+def part_names() -> list[str]:
+    from nstdiff.diffusion import hub
+
+    return sorted(hub._PARTS)
+
+
+@pytest.mark.parametrize("device,dtype", SETUPS)
+@pytest.mark.parametrize("name", part_names())
+def test_downloads_select_every_file_the_loader_opens_and_no_pickle(name, device, dtype):
+    from huggingface_hub.utils import filter_repo_objects
+
+    from nstdiff.diffusion.hub import catalogue_part, preferred_variant
+    from nstdiff.settings import Settings
+
+    part = catalogue_part(name)
+    listing = list(LISTINGS[part.repo]["files"])
+    variant = preferred_variant(part, Settings(device=device, diffusion_dtype=dtype))
+    chosen = set(filter_repo_objects(listing, allow_patterns=part.patterns(variant)))
+    opened = loader_files(name, variant)
+    assert opened <= set(listing), f"{part.repo} has no {sorted(opened - set(listing))}"
+    assert {f for f in chosen if not f.endswith((".json", ".txt"))} == opened  # those weights, nothing more
+    assert not [f for f in chosen if f.endswith(PICKLES)]
+    if "fp16" in part.variants and (dtype == "fp16" or (device, dtype) == ("cuda", "auto")):
+        assert variant == "fp16"  # half the download where the models run in fp16
+    elif "fp32" in part.variants and dtype in ("fp32", "bf16"):
+        assert variant == "fp32"
+
+
+def test_the_catalogue_states_each_repositorys_variants_and_sizes_as_recorded():
+    from nstdiff.diffusion.catalogue import load_catalogue
+    from nstdiff.diffusion.hub import _PARTS
+
+    catalogue = load_catalogue()
+    by_repo: dict[str, list[str]] = {}
+    for name, part in _PARTS.items():
+        by_repo.setdefault(part.repo, []).append(name)
+    assert set(by_repo) == set(catalogue.repos)  # every repository we fetch has its facts stated
+    for repo, names in by_repo.items():
+        files = LISTINGS[repo]["files"]
+        for variant in ("fp32", "fp16"):
+            needed = set().union(*(loader_files(n, variant) for n in names))  # parts stored once count once
+            present = needed <= set(files)
+            assert (variant in catalogue.repos[repo]) == present, (repo, variant)
+            sizes = [files[f].get("bytes") for f in sorted(needed)] if present else []
+            if sizes and None not in sizes:  # every weight file's size is recorded: the stated size adds them up
+                assert catalogue.repos[repo][variant] == pytest.approx(sum(sizes) / 1e6, rel=0.02), (repo, variant)
+
+
+def test_shared_parts_are_stored_once():
+    from nstdiff.models import model_status
+
+    assert model_status("sdxl-ip-adapter").path == model_status("sdxl-turbo-ip-adapter").path
+    assert model_status("sdxl-controlnet-canny").path == model_status("sdxl-turbo-controlnet-canny").path
+    assert model_status("sd15-ip-adapter").path != model_status("sdxl-ip-adapter").path
+
+
+@pytest.mark.parametrize("name", part_names())
+def test_a_part_is_ready_only_with_its_weights(name, tmp_path):
+    from nstdiff.diffusion.catalogue import load_catalogue
+    from nstdiff.diffusion.hub import PIPELINE_WEIGHTS, catalogue_part
+
+    part = catalogue_part(name)
+    folder = tmp_path / "part"
+    for file in LISTINGS[part.repo]["files"]:
+        if file.endswith((".json", ".txt")):
+            (folder / file).parent.mkdir(parents=True, exist_ok=True)
+            (folder / file).write_text("{}")
+    if part.weights is None:  # the model index names the components
+        family = load_catalogue().families[name]
+        components = {c: ["diffusers", "X"] for c in PIPELINE_WEIGHTS if c != "text_encoder_2"
+                      or family.architecture == "sdxl"}
+        (folder / "model_index.json").write_text(json.dumps(components))
+    assert not part.complete(folder)  # configs alone (a stale or partial download) are not a model
+    variant = part.variants[-1]
+    for file in loader_files(name, variant):
+        (folder / file).parent.mkdir(parents=True, exist_ok=True)
+        (folder / file).write_bytes(b"weights")
+    assert part.complete(folder) and part.variant_in(folder) == variant
+
+
+def test_a_cache_with_fp16_files_only_loads_that_variant_and_a_partial_one_is_not_ready(tmp_path, images,
+                                                                                        monkeypatch):
+    """A person who followed diffusers' `from_pretrained(..., variant="fp16")` docs has only `.fp16.` files in the
+    Hugging Face cache; one whose download broke has only the configs. The first must run, the second be missing."""
+    import huggingface_hub
+    from diffusers import DiffusionPipeline
+
+    from nstdiff.diffusion.hub import locally_available
+    from nstdiff.diffusion.pipelines import PIPELINES
+    from tests.tiny_diffusion import build_tiny_sd
+
+    fp16_only, partial = tmp_path / "fp16-only", tmp_path / "partial"
+    DiffusionPipeline.from_pretrained(build_tiny_sd(tmp_path / "plain")).save_pretrained(fp16_only, variant="fp16")
+    assert not (fp16_only / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    partial.mkdir()
+    (partial / "model_index.json").write_text((fp16_only / "model_index.json").read_text())
+    caches = {"stable-diffusion-v1-5/stable-diffusion-v1-5": partial, "someone/fp16-model": fp16_only}
+
+    def cached_snapshot(repo, allow_patterns=None, local_files_only=False, local_dir=None):
+        assert local_files_only, "nothing may be downloaded here"
+        if repo not in caches:
+            raise FileNotFoundError(repo)
+        return str(caches[repo])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached_snapshot)
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(tmp_path / "models"))
+    reload_settings()
+    assert not locally_available("sd15")  # routing must not call a broken download ready
+    PIPELINES.release()
+    try:
+        result = stylize(ImageStyleRequest(method="diffusion-text", content=images["content"], prompt="ink wash",
+                                           size=64, steps=2, seed=0, options={"model": "someone/fp16-model"}))
+        assert result.image.size == (64, 53)
     finally:
         PIPELINES.release()

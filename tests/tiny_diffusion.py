@@ -354,16 +354,19 @@ def build_tiny_lora(folder: Path, pipeline_folder: Path, rank: int = 4, seed: in
 
 
 def build_tiny_depth_estimator(folder: Path, seed: int = 0) -> Path:
-    """A tiny DPT depth estimator (the layout of `Intel/dpt-hybrid-midas` minus the hybrid backbone), which
-    transformers' `pipeline("depth-estimation", model=folder)` loads: config, safetensors weights, processor."""
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+    """A tiny Depth Anything V2 estimator (the layout of `depth-anything/Depth-Anything-V2-Small-hf`: config.json,
+    model.safetensors, preprocessor_config.json; a DINOv2 backbone and DPT head) that transformers'
+    `pipeline("depth-estimation", model=folder)` loads."""
+    from transformers import (DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config,
+                              DPTImageProcessor)
 
     torch.manual_seed(seed)
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, image_size=32,
-                       patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
-                       fusion_hidden_size=16)
-    DPTForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(folder)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37,
+                            image_size=28, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+                                 head_hidden_size=8, reassemble_hidden_size=32, patch_size=14)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 28, "width": 28}, keep_aspect_ratio=False, do_pad=False).save_pretrained(folder)
     return Path(folder)
 
 

@@ -39,12 +39,21 @@ class Family(Strict):
     ip_adapter: IPAdapterSpec | None = None
     controlnet: dict[str, str] = Field(default_factory=dict)
     lcm_lora: LoraSpec | None = None
+    vae_fp16: str | None = None  # a VAE that decodes this family in fp16 (SDXL's own overflows)
     instantstyle: dict[str, dict] = Field(default_factory=dict)
+
+
+Variant = Literal["fp32", "fp16"]  # fp32: a repository's plain weight files; fp16: its `.fp16.` files
 
 
 class Catalogue(Strict):
     families: dict[str, Family]
     estimators: dict[str, str]
+    repos: dict[str, dict[Variant, float]]  # repo id → MB to download per variant it has
+
+    def variants(self, repo: str) -> tuple[Variant, ...]:
+        """The precision variants `repo` has (a repo the catalogue does not know: plain files)."""
+        return tuple(self.repos.get(repo, {"fp32": 0.0}))
 
     def family(self, name: str) -> Family:
         if name not in self.families:
@@ -57,4 +66,4 @@ class Catalogue(Strict):
 def load_catalogue() -> Catalogue:
     data = tomllib.loads((resources.files("nstdiff.configs") / "diffusion.toml").read_text())
     families = {name: Family(name=name, **spec) for name, spec in data["family"].items()}
-    return Catalogue(families=families, estimators=data.get("estimators", {}))
+    return Catalogue(families=families, estimators=data.get("estimators", {}), repos=data.get("repos", {}))

@@ -1,88 +1,176 @@
 """Where diffusion models come from: a local folder → `<models_dir>/diffusion/<name>` → the Hugging Face cache → a
 download (only when allowed). Every catalogue part is also a registered model, so `nstdiff models list|fetch` and
-the app's Models tab handle them like the encoders. Only safetensors weights are ever loaded.
+the app's Models tab handle them like the encoders.
+
+A part is ready only when every weight file a load opens is there, in one precision variant: the plain files
+("fp32") or diffusers' `.fp16.` files, which are fetched on CUDA in fp16 (half the download) and loaded with
+`variant="fp16"`. Only safetensors weights are ever fetched or loaded. Parts that two families share (SDXL's and
+SDXL-Turbo's IP-Adapter) are stored once.
 """
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from nstdiff.diffusion.catalogue import load_catalogue
+from nstdiff.diffusion.catalogue import Variant, load_catalogue
 from nstdiff.errors import ModelFileError, ModelNotFoundError
 from nstdiff.models.resolver import Message, ModelEntry, fetch_model, model_file, model_status, register_model
 from nstdiff.settings import Settings, get_settings
 
 FOLDER = "diffusion"
-PIPELINE_FILES = ["model_index.json", "*.json", "*.txt", "unet/diffusion_pytorch_model.safetensors",
-                  "vae/diffusion_pytorch_model.safetensors", "text_encoder*/model.safetensors"]
-MODEL_FILES = ["*.json", "diffusion_pytorch_model.safetensors", "model.safetensors"]
+CONFIG_FILES = ("*.json", "*.txt")  # model index, configs, scheduler, tokenizers: small, never weights
+# the weight file of each pipeline component nstdiff loads, under its plain (fp32) name
+PIPELINE_WEIGHTS = {"unet": "unet/diffusion_pytorch_model.safetensors",
+                    "vae": "vae/diffusion_pytorch_model.safetensors",
+                    "text_encoder": "text_encoder/model.safetensors",
+                    "text_encoder_2": "text_encoder_2/model.safetensors"}
+TRANSFORMERS_WEIGHTS = ("model.safetensors",)  # a transformers model repository (captioner, estimator)
 
 
-def _fetcher(repo: str, patterns: list[str], marker: str):
+def variant_file(file: str, variant: Variant) -> str:
+    """`unet/diffusion_pytorch_model.safetensors` as stored in `variant` (`….fp16.safetensors`)."""
+    return file if variant == "fp32" else file.replace(".safetensors", f".{variant}.safetensors")
+
+
+def pipeline_weights(folder: Path) -> tuple[str, ...] | None:
+    """The weight files (plain names) of the components a pipeline folder's `model_index.json` names."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return tuple(file for part, file in PIPELINE_WEIGHTS.items()
+                 if isinstance(index.get(part), list) and None not in index[part])
+
+
+@dataclass(frozen=True)
+class Part:
+    """What nstdiff needs of one repository: the weight files a load opens (None: a diffusers pipeline, whose
+    components its model_index.json names), the small files beside them, and the variants the repository has."""
+
+    repo: str
+    weights: tuple[str, ...] | None
+    configs: tuple[str, ...] = CONFIG_FILES
+    variants: tuple[Variant, ...] = ("fp32",)
+
+    def patterns(self, variant: Variant) -> list[str]:
+        weights = self.weights if self.weights is not None else tuple(PIPELINE_WEIGHTS.values())
+        return [*self.configs, *(variant_file(file, variant) for file in weights)]
+
+    def missing(self, folder: Path, variant: Variant) -> list[str]:
+        """The files of `variant` that `folder` lacks (a pipeline without a model index lacks that)."""
+        weights = self.weights if self.weights is not None else pipeline_weights(folder)
+        if weights is None:
+            return ["model_index.json"]
+        return [f for f in (variant_file(w, variant) for w in weights) if not (folder / f).is_file()]
+
+    def variant_in(self, folder: Path, prefer: Variant = "fp32") -> Variant | None:
+        """The variant whose files are all in `folder` (`prefer` first), or None."""
+        order = sorted(("fp32", "fp16"), key=lambda v: v != prefer)
+        return next((v for v in order if not self.missing(folder, v)), None)
+
+    def complete(self, folder: Path) -> bool:
+        return folder.is_dir() and self.variant_in(folder) is not None
+
+
+def preferred_variant(part: Part, settings: Settings) -> Variant:
+    """fp16 where the models will run in fp16 (CUDA, or asked for) and the repository has it; else its plain files."""
+    fp16 = settings.diffusion_dtype == "fp16"
+    if settings.diffusion_dtype == "auto":
+        import torch
+
+        fp16 = settings.device.startswith("cuda") or (settings.device == "auto" and torch.cuda.is_available())
+    want: Variant = "fp16" if fp16 else "fp32"
+    return want if want in part.variants else part.variants[0]
+
+
+def _fetcher(part: Part):
     def fetch(source: Path | None, destination: Path, settings: Settings, message: Message) -> None:
+        variant = preferred_variant(part, settings)
         if source is not None:  # a copy made on a machine with internet
             shutil.copytree(source, destination)
         else:
             from huggingface_hub import snapshot_download
 
-            message(f"downloading {repo} from the Hugging Face Hub…")
-            snapshot_download(repo, local_dir=destination, allow_patterns=patterns)
-        if not (destination / marker).is_file():
-            raise ModelFileError(f"{source or repo} has no {marker}; it is not the model nstdiff expects")
+            message(f"downloading {part.repo} ({variant}) from the Hugging Face Hub…")
+            snapshot_download(part.repo, local_dir=destination, allow_patterns=part.patterns(variant))
+        if part.variant_in(destination, variant) is None:
+            raise ModelFileError(f"{source or part.repo} lacks {', '.join(part.missing(destination, variant))}; it "
+                                 "is not the model nstdiff expects")
 
     return fetch
 
 
-_PARTS: dict[str, tuple[str, list[str], str]] = {}  # name → (repo, files, marker)
+_PARTS: dict[str, Part] = {}  # part name → what it needs
 
 
-def _register(name: str, repo: str, patterns: list[str], marker: str, description: str, size_mb: float) -> None:
-    _PARTS[name] = (repo, patterns, marker)
-    register_model(ModelEntry(name, "diffusion", description, name, _fetcher(repo, patterns, marker), source=repo,
-                              size_mb=size_mb, folder=FOLDER, marker=marker))
+def _register(name: str, part: Part, description: str) -> None:
+    # a part another family registered already (same repository and files) is stored in that one's folder
+    stored = next((other for other, known in _PARTS.items() if known == part), name)
+    _PARTS[name] = part
+    size = load_catalogue().repos.get(part.repo, {})
+    register_model(ModelEntry(name, "diffusion", description, stored, _fetcher(part), source=part.repo,
+                              size_mb=min(size.values(), default=0.0), folder=FOLDER, complete=part.complete))
 
 
 def _register_catalogue() -> None:
     catalogue = load_catalogue()
+
+    def part(repo: str, weights: tuple[str, ...] | None, configs: tuple[str, ...] = CONFIG_FILES) -> Part:
+        return Part(repo, weights, configs, catalogue.variants(repo))
+
     for family in catalogue.families.values():
-        _register(family.name, family.base, PIPELINE_FILES, "model_index.json", f"{family.title} (base)",
-                  7000 if family.architecture == "sdxl" else 2600)
+        _register(family.name, part(family.base, None), f"{family.title} (base)")
         if family.ip_adapter:
             spec = family.ip_adapter
-            _register(f"{family.name}-ip-adapter", spec.repo, [f"{spec.subfolder}/{spec.weight_name}",
-                      f"{spec.image_encoder}/*"], f"{spec.subfolder}/{spec.weight_name}",
-                      f"IP-Adapter + image encoder for {family.title}", 2600)
+            _register(f"{family.name}-ip-adapter",
+                      part(spec.repo, (f"{spec.subfolder}/{spec.weight_name}", f"{spec.image_encoder}/model.safetensors"),
+                           (f"{spec.image_encoder}/config.json",)),
+                      f"IP-Adapter + image encoder for {family.title}")
         for kind, repo in family.controlnet.items():
-            _register(f"{family.name}-controlnet-{kind}", repo, MODEL_FILES, "config.json",
-                      f"ControlNet ({kind}) for {family.title}", 1400 if family.architecture == "sd" else 2500)
+            _register(f"{family.name}-controlnet-{kind}", part(repo, ("diffusion_pytorch_model.safetensors",),
+                                                                ("config.json",)),
+                      f"ControlNet ({kind}) for {family.title}")
         if family.lcm_lora:
-            _register(f"{family.name}-lcm-lora", family.lcm_lora.repo, [family.lcm_lora.weight_name],
-                      family.lcm_lora.weight_name, f"LCM-LoRA (fast mode) for {family.title}", 200)
+            _register(f"{family.name}-lcm-lora", part(family.lcm_lora.repo, (family.lcm_lora.weight_name,), ()),
+                      f"LCM-LoRA (fast mode) for {family.title}")
+        if family.vae_fp16:
+            _register(f"{family.name}-vae-fp16", part(family.vae_fp16, ("diffusion_pytorch_model.safetensors",),
+                                                      ("config.json",)),
+                      f"fp16-safe VAE for {family.title}")
     for kind, repo in catalogue.estimators.items():
-        _register(f"{kind}-estimator", repo, MODEL_FILES, "config.json", f"{kind} estimator for structure guidance",
-                  500)
+        _register(f"{kind}-estimator", part(repo, TRANSFORMERS_WEIGHTS), f"{kind} estimator for structure guidance")
 
 
 _register_catalogue()
 
 
-def _hf_cached(repo: str, patterns: list[str], marker: str) -> Path | None:
+def catalogue_part(name: str) -> Part:
+    return _PARTS[name]
+
+
+def _hf_cached(part: Part, prefer: Variant) -> Path | None:
+    """The Hugging Face cache's snapshot of `part.repo`, if it holds every file of one variant."""
     from huggingface_hub import snapshot_download
 
-    try:
-        folder = Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
-    except Exception:  # not cached (or no such repo in the cache): the caller searches on
-        return None
-    return folder if (folder / marker).is_file() else None
+    for variant in sorted(part.variants or ("fp32",), key=lambda v: v != prefer):
+        try:
+            folder = Path(snapshot_download(part.repo, allow_patterns=part.patterns(variant), local_files_only=True))
+        except Exception:  # not cached (or no such repo in the cache): the caller searches on
+            continue
+        if part.variant_in(folder, variant) is not None:
+            return folder
+    return None
 
 
 def locally_available(name: str, settings: Settings | None = None) -> bool:
-    """A catalogue part is on disk (models folder or HF cache): using it needs no download."""
+    """A catalogue part is on disk, complete (models folder or HF cache): using it needs no download."""
+    settings = settings or get_settings()
     if model_status(name, settings).ready:
         return True
-    repo, patterns, marker = _PARTS[name]
-    return _hf_cached(repo, patterns, marker) is not None
+    part = _PARTS[name]
+    return _hf_cached(part, preferred_variant(part, settings)) is not None
 
 
 def _is_repo_id(ref: str) -> bool:
@@ -98,44 +186,56 @@ def _is_repo_id(ref: str) -> bool:
 
 
 def resolve_repo(ref: str, settings: Settings | None = None, message: Message | None = None,
-                 files: list[str] | None = None, marker: str = "model_index.json") -> Path:
+                 weights: tuple[str, ...] | None = None) -> Path:
     """A local folder for `ref`: a folder path, a catalogue part name (`sd15`, `sdxl-ip-adapter`) or a Hugging Face
-    repo id (`owner/name`; `files` and `marker` say what of it is needed: a diffusers pipeline by default, e.g.
-    MODEL_FILES and "config.json" for a transformers model); fetched only when downloads are allowed."""
+    repo id (`owner/name`: a diffusers pipeline, or the model whose `weights` are given, e.g. TRANSFORMERS_WEIGHTS);
+    fetched only when downloads are allowed."""
     settings = settings or get_settings()
     folder = Path(ref).expanduser()
     if folder.is_dir():
         return folder
     searched: list[Path | str] = []
     if ref in _PARTS:
-        repo, patterns, marker = _PARTS[ref]
+        part = _PARTS[ref]
         local = model_file(ref, settings)
         if model_status(ref, settings).ready:
             return local
         searched.append(local)
     elif _is_repo_id(ref):
-        repo, patterns = ref, files or PIPELINE_FILES
+        part = Part(ref, weights)
         searched.append(folder)
     else:
         raise ModelNotFoundError(ref, [folder], f"give a model family ({', '.join(load_catalogue().families)}), a "
                                  "Hugging Face repo id like owner/name, or an existing local folder",
                                  reason="not a folder, family or repo id")
-    cached = _hf_cached(repo, patterns, marker)
+    variant = preferred_variant(part, settings)
+    cached = _hf_cached(part, variant)
     if cached is not None:
         return cached
-    searched.append(f"Hugging Face cache ({repo})")
+    searched.append(f"Hugging Face cache ({part.repo}, complete)")
     if settings.downloads_allowed:
         if ref in _PARTS:
             return fetch_model(ref, settings=settings, message=message)
         from huggingface_hub import snapshot_download
 
-        (message or print)(f"downloading {repo} from the Hugging Face Hub…")
-        return Path(snapshot_download(repo, allow_patterns=patterns))
+        (message or print)(f"downloading {part.repo} from the Hugging Face Hub…")
+        return Path(snapshot_download(part.repo, allow_patterns=part.patterns(variant)))
     fix = (f"run `nstdiff models fetch {ref}` on a machine with internet (or allow downloads: "
            "NSTDIFF_ALLOW_DOWNLOADS=1, HF_HUB_OFFLINE unset), or pass a local folder" if ref in _PARTS else
            "allow downloads (NSTDIFF_ALLOW_DOWNLOADS=1, HF_HUB_OFFLINE unset) or pass a local folder")
     raise ModelNotFoundError(ref, searched, fix, reason="downloads are disabled" if not
                              settings.downloads_allowed else "")
+
+
+def load_variant(folder: Path, weights: tuple[str, ...] | None, prefer: Variant) -> str | None:
+    """The `variant=` argument that loads the weights in `folder` (None: the plain files), or a `ModelFileError`
+    naming the files that are missing."""
+    part = Part(str(folder), weights)
+    variant = part.variant_in(folder, prefer)
+    if variant is None:
+        raise ModelFileError(f"'{folder.name}' lacks {', '.join(part.missing(folder, prefer))} (as safetensors); "
+                             "fetch the model again")
+    return None if variant == "fp32" else variant
 
 
 def check_pipeline_folder(folder: Path) -> str:

@@ -16,7 +16,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from nstdiff.diffusion.catalogue import Family
-from nstdiff.diffusion.hub import MODEL_FILES, resolve_repo
+from nstdiff.diffusion.hub import load_variant, resolve_repo
 from nstdiff.diffusion.pipelines import (PIPELINES, LoadedModel, offloads, pick_dtype, prepare,
                                         run_with_memory_retry)
 from nstdiff.diffusion.presets import Preset, get_preset
@@ -272,7 +272,9 @@ class DiffusionMethod(ImageMethod):
 
             folder = resolve_repo(f"{family.name}-controlnet-{options.structure}", context.settings, context.message)
             dtype = pick_dtype(context.settings.diffusion_dtype, context.device)
-            controlnet = ControlNetModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+            variant = load_variant(folder, ("diffusion_pytorch_model.safetensors",),
+                                   "fp16" if dtype == torch.float16 else "fp32")
+            controlnet = ControlNetModel.from_pretrained(folder, dtype=dtype, use_safetensors=True, variant=variant)
             # offloaded: it waits in CPU memory and `prepare`'s hooks bring it to the GPU while it runs
             cache[options.structure] = controlnet if offloads(context.settings, context.device) else controlnet.to(
                 context.device)
@@ -285,8 +287,7 @@ class DiffusionMethod(ImageMethod):
         if model.depth_estimator is None:
             from transformers import pipeline
 
-            folder = resolve_repo("depth-estimator", context.settings, context.message, files=MODEL_FILES,
-                                  marker="config.json")
+            folder = resolve_repo("depth-estimator", context.settings, context.message)
             # offloaded: a small estimator runs on the CPU rather than hold GPU memory between jobs
             device = "cpu" if offloads(context.settings, context.device) else context.device
             model.depth_estimator = pipeline("depth-estimation", model=str(folder), device=device)

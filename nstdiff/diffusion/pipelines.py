@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 
 from nstdiff.diffusion.catalogue import Family, load_catalogue
-from nstdiff.diffusion.hub import check_pipeline_folder, resolve_repo
+from nstdiff.diffusion.hub import check_pipeline_folder, load_variant, locally_available, resolve_repo
 from nstdiff.errors import InputError, ModelFileError
 from nstdiff.settings import Settings
 
@@ -118,7 +118,7 @@ class PipelineCache:
         family = catalogue.families.get(ref) or next(
             f for f in catalogue.families.values() if f.architecture == architecture and not f.turbo)
         message(f"loading {ref} …")
-        pipeline = _load(folder, dtype, device, settings)
+        pipeline = _load(folder, family, dtype, device, settings, message)
         label = ref if ref in catalogue.families or "/" in ref else folder.name
         return LoadedModel(pipeline, folder, family, label, nbytes=module_bytes(*pipeline.components.values()))
 
@@ -138,18 +138,37 @@ def offloads(settings: Settings, device: torch.device) -> bool:
     return settings.cpu_offload and device.type == "cuda"
 
 
-def _load(folder: Path, dtype: torch.dtype, device: torch.device, settings: Settings) -> Any:
+def open_pipeline(folder: Path, dtype: torch.dtype, **components: Any) -> Any:
+    """A diffusers pipeline from a complete folder, in the precision variant its weights are stored in (fp16 files
+    preferred for fp16), without the NSFW classifier (nstdiff restyles the person's own photos)."""
     from diffusers import DiffusionPipeline
 
-    extra = {}
-    index = (folder / "model_index.json").read_text()
-    if '"safety_checker"' in index:  # nstdiff restyles the person's own photos; no NSFW classifier download
-        extra.update(safety_checker=None, requires_safety_checker=False)
+    variant = load_variant(folder, None, "fp16" if dtype == torch.float16 else "fp32")
+    if '"safety_checker"' in (folder / "model_index.json").read_text():
+        components.update(safety_checker=None, requires_safety_checker=False)
     try:
-        pipeline = DiffusionPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True, **extra)
+        pipeline = DiffusionPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True, variant=variant,
+                                                     **components)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelFileError(f"could not load the diffusion model in '{folder}': {exc}") from None
     pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _load(folder: Path, family: Family, dtype: torch.dtype, device: torch.device, settings: Settings,
+          message: Callable[[str], None]) -> Any:
+    components = {}
+    if family.vae_fp16 and dtype == torch.float16:  # SDXL's own VAE overflows to black in fp16
+        name = f"{family.name}-vae-fp16"
+        if locally_available(name, settings) or settings.downloads_allowed:
+            from diffusers import AutoencoderKL
+
+            components["vae"] = AutoencoderKL.from_pretrained(resolve_repo(name, settings, message), dtype=dtype,
+                                                              use_safetensors=True)
+        else:
+            message(f"{name} is not on disk: the VAE decodes in fp32 (slower, more memory); "
+                    f"`nstdiff models fetch {name}` fixes that")
+    pipeline = open_pipeline(folder, dtype, **components)
     if not offloads(settings, device):  # offloaded models wait in CPU memory; `prepare` sets the hooks per run
         pipeline.to(device)
     return pipeline

@@ -36,7 +36,8 @@ class ModelEntry:
     size_mb: float = 0.0
     aliases: tuple[str, ...] = field(default_factory=tuple)
     folder: str = ""  # subfolder of the models folder; default: the model's name
-    marker: str = ""  # for a model that is a folder: the file inside it that shows it is complete
+    # for a model that is a folder: whether it holds every file a load opens (its weights, not just a config)
+    complete: Callable[[Path], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def model_file(name: str, settings: Settings | None = None) -> Path:
 def model_status(name: str, settings: Settings | None = None) -> ModelStatus:
     entry = _entry(name)
     path = model_file(name, settings)
-    ready = (path / entry.marker).is_file() if entry.marker else path.is_file()
+    ready = entry.complete(path) if entry.complete else path.is_file()
     return ModelStatus(entry.name, entry.kind, entry.description, ready, path, entry.source)
 
 

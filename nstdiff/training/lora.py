@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw, ImageOps
 from safetensors import safe_open
 
 import nstdiff
-from nstdiff.diffusion.hub import MODEL_FILES, check_pipeline_folder, resolve_repo
+from nstdiff.diffusion.hub import TRANSFORMERS_WEIGHTS, check_pipeline_folder, resolve_repo
+from nstdiff.diffusion.pipelines import open_pipeline
 from nstdiff.errors import Cancelled, InputError, ModelFileError
 from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.imageio import atomic_write, load_image, save_png
@@ -223,7 +224,7 @@ def caption_images(paths: list[Path], captioner: str, trigger: str, device: torc
                    message) -> list[str]:
     """Captions from a BLIP captioning model (Li et al. 2022), resolved like every other model (offline: a clear
     `ModelNotFoundError`); the trigger is prepended to each."""
-    folder = resolve_repo(captioner, settings, message, files=MODEL_FILES, marker="config.json")
+    folder = resolve_repo(captioner, settings, message, weights=TRANSFORMERS_WEIGHTS)
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     try:
@@ -296,19 +297,10 @@ class _Cache:
 
 
 def _load_pipeline(folder: Path, device: torch.device, weight_dtype: torch.dtype):
-    from diffusers import DiffusionPipeline
-
-    extra = {}
-    if '"safety_checker"' in (folder / "model_index.json").read_text():
-        extra.update(safety_checker=None, requires_safety_checker=False)
-    try:
-        pipe = DiffusionPipeline.from_pretrained(folder, dtype=torch.float32, use_safetensors=True, **extra)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise ModelFileError(f"could not load the diffusion model in '{folder}': {exc}") from None
+    pipe = open_pipeline(folder, torch.float32)
     if not hasattr(pipe, "unet") or not hasattr(pipe, "vae"):
         raise InputError(f"'{folder}' is a {type(pipe).__name__}; LoRA training needs a Stable Diffusion (UNet) "
                          "base such as sd15 or sdxl")
-    pipe.set_progress_bar_config(disable=True)
     for part in ("vae", "text_encoder", "text_encoder_2", "unet"):
         module = getattr(pipe, part, None)
         if module is not None:
