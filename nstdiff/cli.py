@@ -7,7 +7,7 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from pydantic import BaseModel, ValidationError
 
@@ -96,7 +96,7 @@ def _common_image_flags(parser: argparse.ArgumentParser) -> None:
                         "its own")
     parser.add_argument("--style-scale", type=float, default=Controls.model_fields["style_scale"].default,
                         help=_field_help(Controls, "style_scale"))
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output image: .png, .jpg or .webp")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -245,12 +245,13 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
     )
 
 
-def run_request(request: BaseModel, output: Path, quiet: bool) -> int:
-    """Run any method's request with a progress bar and Ctrl-C cancellation, and save its result to `output`."""
+def run_request(request: BaseModel, output: Path, quiet: bool, suffixes: Collection[str] | None = None) -> int:
+    """Run any method's request with a progress bar and Ctrl-C cancellation, and save its result to `output`, whose
+    suffix must be one of `suffixes` (default: the image formats)."""
     from nstdiff.executor import CancelToken, stylize
-    from nstdiff.imageio import check_writable
+    from nstdiff.imageio import IMAGE_FORMATS, check_writable
 
-    check_writable(output)  # fail before minutes of work, not after
+    check_writable(output, suffixes or IMAGE_FORMATS)  # fail before minutes of work, not after
     cancel = CancelToken()
 
     def on_interrupt(signum, frame):
@@ -317,13 +318,7 @@ def _lora_library(args: argparse.Namespace) -> int:
     from nstdiff.settings import get_settings
 
     if args.lora_command == "list":
-        rows = loras.list_loras()
-        print(f"{'name':24} {'base':10} {'trigger':16} {'rank':>4} {'steps':>6}  created")
-        for info in rows:
-            print(f"{info.name:24} {info.base or '-':10} {info.trigger or '-':16} {info.rank or '-':>4} "
-                  f"{info.steps or '-':>6}  {info.created or '-'}")
-        if not rows:
-            print("(empty: `nstdiff lora train` or `nstdiff lora import`)")
+        print(loras.library_table())
     elif args.lora_command == "rename":
         print(f"renamed to {loras.rename_lora(args.old, args.new).name}")
     elif args.lora_command == "delete":

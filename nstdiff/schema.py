@@ -192,10 +192,11 @@ class StyleResult(RunResult):
     image: Image.Image
 
     def save(self, path: str | Path) -> Path:
-        """Write a PNG carrying the resolved parameters as text metadata (atomically: no half-written file)."""
-        from nstdiff.imageio import save_png
+        """Write a PNG, JPEG or WebP (by the suffix) carrying the resolved parameters as metadata (atomically: no
+        half-written file)."""
+        from nstdiff.imageio import save_image
 
-        return save_png(self.image, path, {"nstdiff": self.metadata_json()})
+        return save_image(self.image, path, {"nstdiff": self.metadata_json()})
 
     def describe(self) -> str:
         return f"{self.image.width}x{self.image.height}, {super().describe()}"

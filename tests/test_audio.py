@@ -12,6 +12,7 @@ import soundfile
 import torch
 
 import nstdiff
+from extensions.audio.audioio import read_clip
 from extensions.audio.measures import chroma_similarity, mel_distance
 from extensions.audio.method import OUTPUT_PEAK
 from extensions.audio.schema import MAX_SECONDS, AudioStyleRequest
@@ -129,8 +130,11 @@ def test_saved_files_carry_rate_length_and_parameters(rendered, tmp_path):
             assert (saved.format, saved.samplerate, saved.frames, saved.channels) == (kind, RATE, RATE, 1)
             assert '"seed": 0' in saved.comment
         assert np.abs(soundfile.read(path)[0]).max() < 1.0
-    with pytest.raises(InputError, match=r"must end in \.wav or \.flac"):
+    with pytest.raises(InputError, match=r"out\.mp3': .* written as \.wav, \.flac"):
         rendered.save(tmp_path / "out.mp3")
+    (tmp_path / "link.wav").symlink_to(tmp_path / "out.wav")
+    with pytest.raises(InputError, match="is a symbolic link"):
+        rendered.save(tmp_path / "link.wav")
 
 
 def write(path: Path, samples: np.ndarray, rate: int = RATE, subtype: str | None = None) -> Path:
@@ -198,7 +202,7 @@ def test_cli_writes_the_clip_and_refuses_other_suffixes(clips, tmp_path, capsys)
     assert code == 0 and f"wrote {out}" in capsys.readouterr().out
     assert soundfile.info(out).frames == RATE // 2 and soundfile.info(out).samplerate == RATE
     code = main(["audio", str(clips["chord"]), "--style", str(clips["noise"]), "-o", str(tmp_path / "out.mp3")])
-    assert code == 2 and "must end in .wav or .flac" in capsys.readouterr().err
+    assert code == 2 and "written as .wav, .flac" in capsys.readouterr().err
     assert not (tmp_path / "out.mp3").exists()
 
 
@@ -211,3 +215,21 @@ def test_the_tab_and_request_modules_never_import_torch():
     check = "import sys, extensions.audio.tab, extensions.audio.audioio; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO).stdout.strip() \
         == "False"
+
+
+def test_a_damaged_mp3_gives_our_message_and_nothing_else(tmp_path, capfd, recwarn):
+    mp3 = tmp_path / "tone.mp3"
+    soundfile.write(mp3, chord(3.0), RATE, format="MP3")
+    garbage = write_bytes(tmp_path / "garbage.mp3", mp3.read_bytes()[:2000] + bytes(range(256)) * 40)
+    truncated = write_bytes(tmp_path / "cut.mp3", mp3.read_bytes()[: mp3.stat().st_size // 3])
+    capfd.readouterr()
+    with pytest.raises(InputError, match="content clip 'garbage.mp3' could not be decoded"):
+        read_clip(garbage, "content", RATE)
+    assert len(read_clip(truncated, "content", RATE).samples) > 0  # decodable: what is there is used
+    assert capfd.readouterr().err == ""  # mpg123 printed "Illegal Audio-MPEG-Header", "Xing stream size off"
+    assert [str(w.message) for w in recwarn] == []  # librosa's "PySoundFile failed. Trying audioread instead."
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

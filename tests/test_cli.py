@@ -112,3 +112,30 @@ def test_ctrl_c_stops_cleanly_without_an_output(images, tmp_path):
     reader.join(5)
     assert b"cancelled at step" in seen and b"Traceback" not in seen
     assert not out.exists()
+
+
+def test_outputs_other_than_new_or_regular_files_and_unknown_suffixes_are_refused_before_any_work(images, tmp_path):
+    precious = tmp_path / "precious.png"
+    precious.write_bytes(b"keep me")
+    (tmp_path / "link.png").symlink_to(precious)
+    os.mkfifo(tmp_path / "pipe.png")
+    cases = [(tmp_path / "link.png", "is a symbolic link"), (tmp_path / "pipe.png", "is a named pipe"),
+             (tmp_path / "out.gif", r".png, .jpg, .jpeg, .webp")]
+    for output, message in cases:
+        # vgg16 is not installed here: a run that started would end in exit 1 'model not available', not this
+        run = nstdiff("stylize", images["content"], "--style", images["red"], "--encoder", "vgg16", "-o", output)
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "link.png").is_symlink() and precious.read_bytes() == b"keep me"
+    assert (tmp_path / "pipe.png").is_fifo() and not (tmp_path / "out.gif").exists()
+
+
+def test_a_jpeg_output_is_a_jpeg_and_a_damaged_exif_prints_nothing(images, tmp_path):
+    content = tmp_path / "phone.jpg"  # a broken EXIF block: Pillow warns "Corrupt EXIF data" when it reads it
+    Image.open(images["content"]).save(content, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03")
+    out = tmp_path / "out.jpg"
+    run = nstdiff("stylize", content, "--style", images["red"], "--size", 32, "--steps", 2, "--encoder", "random",
+                  "--method", "gram", "--quiet", "--seed", 4, "-o", out)
+    assert run.returncode == 0, run.stderr
+    assert "Warning" not in run.stderr and "warn" not in run.stderr, run.stderr
+    assert Image.open(out).format == "JPEG" and os.stat(out).st_mode & 0o077  # not 0600: others may read it

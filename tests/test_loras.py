@@ -194,3 +194,88 @@ def test_a_trigger_starting_with_a_dash_reaches_the_training_process_intact(tmp_
 
     argv = command_line(LoraTraining(images=tmp_path, name="ink", trigger="-ink-"))
     assert build_parser().parse_args(argv[3:]).trigger == "-ink-"
+
+
+KEY = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
+
+
+def save_lora(path: Path, down_shape=(4, 768), up_shape=(320, 4), dtype=None, fill=0.01) -> Path:
+    """A one-layer peft LoRA on an SD 1.5-width attn2 key projection, shapes and dtype as given."""
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = dtype or torch.float32
+    save_file({f"{KEY}.lora_A.weight": torch.full(down_shape, fill).to(dtype),
+               f"{KEY}.lora_B.weight": torch.full(up_shape, fill).to(dtype)}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("shapes, dtype, fill, reason", [
+    (((4,), (320, 4)), None, 0.01, r"shapes \[4\] and \[320, 4\]; a LoRA layer is two matrices"),
+    (((4, 768), (320, 8)), None, 0.01, "rank 4 in lora_A but 8 in lora_B"),
+    (((4, 768), (320, 4)), "int32", 1, "holds I32 values, not floating point"),
+    (((4, 768), (320, 4)), None, float("nan"), "NaN or infinite weights"),
+])
+def test_a_damaged_lora_file_is_refused_before_anything_is_copied(tmp_path, shapes, dtype, fill, reason):
+    import torch
+
+    file = save_lora(tmp_path / "style.safetensors", *shapes, getattr(torch, dtype) if dtype else None, fill)
+    with pytest.raises(ModelFileError, match=f"'style.safetensors' .*{reason}"):
+        import_lora(file, "style", base="sd15")
+    assert list_loras(include_damaged=True) == [] and not (reload_settings().models_path / "loras" / "style").exists()
+
+
+def test_damaged_library_entries_are_listed_and_can_be_cleaned_up(tmp_path, capsys):
+    from nstdiff.cli import main
+
+    import_lora(save_lora(tmp_path / "good.safetensors"), "good", base="sd15")
+    broken = reload_settings().models_path / "loras" / "broken"
+    broken.mkdir()
+    save_lora(broken / "broken.safetensors", down_shape=(4,))
+    odd = reload_settings().models_path / "loras" / "odd"
+    shutil.copytree(reload_settings().models_path / "loras" / "good", odd)
+    (odd / "good.safetensors").rename(odd / "odd.safetensors")
+    (odd / "lora.json").write_text("[1, 2]")
+    assert [i.name for i in list_loras()] == ["good"]
+    damaged = {i.name: i.damaged for i in list_loras(include_damaged=True) if i.damaged}
+    assert set(damaged) == {"broken", "odd"} and "a LoRA layer is two matrices" in damaged["broken"]
+    assert main(["lora", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "broken                   DAMAGED: 'broken.safetensors' is damaged" in listing and "odd" in listing
+    assert main(["lora", "export", "broken", str(tmp_path / "b.safetensors")]) == 2
+    assert "LoRA 'broken' cannot be used: 'broken.safetensors' is damaged" in capsys.readouterr().err
+    assert not (tmp_path / "b.safetensors").exists()
+    assert main(["lora", "import", str(tmp_path / "good.safetensors"), "--name", "again", "--base", "sd15"]) == 0
+    assert main(["lora", "rename", "broken", "broken-old"]) == 0 and main(["lora", "delete", "odd"]) == 0
+    assert main(["lora", "delete", "broken-old"]) == 0
+    assert sorted(i.name for i in list_loras(include_damaged=True)) == ["again", "good"]
+
+
+def test_export_checks_its_destination_first(tmp_path, capsys):
+    from nstdiff.cli import main
+
+    import_lora(save_lora(tmp_path / "good.safetensors"), "good", base="sd15")
+    for destination, message in ((tmp_path / "missing" / "x.safetensors", "folder '.*missing' does not exist"),
+                                 (tmp_path, "is a folder"), (tmp_path / "x.bin", r"written as \.safetensors")):
+        with pytest.raises(InputError, match=message):
+            export_kohya("good", destination)
+    assert main(["lora", "export", "good", str(tmp_path / "missing" / "x.safetensors")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    from safetensors import safe_open
+
+    with safe_open(str(export_kohya("good", tmp_path / "good_kohya.safetensors")), framework="numpy") as handle:
+        assert handle.keys() and all(key.startswith("lora_unet_") for key in handle.keys())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no part file left behind
+
+
+def test_a_missing_lora_is_reported_before_the_model_loads(monkeypatch):
+    from nstdiff.diffusion.pipelines import PIPELINES
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the diffusion model was loaded before the LoRA names were checked")
+
+    monkeypatch.setattr(PIPELINES, "get", no_loading)
+    request = ImageStyleRequest(method="diffusion-text", prompt="a lighthouse", size=64, steps=1,
+                                options={"loras": ["nope:0.5"]})
+    with pytest.raises(InputError, match="no LoRA named 'nope'; the library is empty"):
+        stylize(request)

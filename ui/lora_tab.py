@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from nstdiff.errors import NstdiffError
+from nstdiff.loras import list_loras
 from nstdiff.training.lora_data import check_lora_name
 from ui.files import offer, uploaded
 
@@ -54,9 +55,10 @@ def build_lora_tab(app: "App") -> list:
         except NstdiffError as exc:
             raise gr.Error(str(exc), title="My styles")
 
-    def library_rows():
-        return [[i.name, i.base or "", i.trigger or "", i.rank or "", i.steps or "", i.created or "", i.source]
-                for i in executor.loras()]
+    def library_rows():  # damaged entries too, so they can be renamed or deleted here
+        return [[i.name, "", "", "", "", "", f"damaged: {i.damaged}"] if i.damaged else
+                [i.name, i.base or "", i.trigger or "", i.rank or "", i.steps or "", i.created or "", i.source]
+                for i in list_loras(settings, include_damaged=True)]
 
     def job_names():
         return list(call("jobs"))
@@ -81,7 +83,7 @@ def build_lora_tab(app: "App") -> list:
             raise gr.Error("Upload a few images of your artwork (and .txt captions if you have them).",
                            title="My styles")
         state = call("train", images=str(folder), name=name, trigger=(trigger or "").strip() or None, base=base,
-                     steps=int(steps), rank=int(rank), resolution=int(resolution), captions=captions,
+                     steps=int(steps), rank=int(rank), resolution=int(resolution) or None, captions=captions,
                      checkpoint_every=max(1, int(steps) // 10), sample_every=max(1, int(steps) // 5))
         return gr.update(choices=job_names(), value=name), describe_job(name, state)
 
@@ -128,7 +130,7 @@ def build_lora_tab(app: "App") -> list:
                     steps = gr.Number(label="Steps", value=1000, precision=0, minimum=1, maximum=200_000,
                                       elem_id="lora-steps")
                     rank = gr.Number(label="Rank", value=8, precision=0, minimum=1, maximum=256, elem_id="lora-rank")
-                    resolution = gr.Number(label="Resolution", value=512, precision=0, minimum=32, maximum=2048,
+                    resolution = gr.Number(label="Resolution (0 = the base's native size)", value=0, precision=0, minimum=0, maximum=2048,
                                            step=8, elem_id="lora-resolution")
                 captions = gr.Radio([("trigger only", "none"), ("from .txt files", "file"), ("automatic", "auto")],
                                     value="none", label="Captions", elem_id="lora-captions")

@@ -6,6 +6,11 @@ WAV, FLAC, OGG and MP3 without ffmpeg).
 """
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +24,23 @@ from nstdiff.settings import Settings, get_settings
 MIN_SECONDS = 0.25
 SILENCE_PEAK = 1e-4  # −80 dBFS: nothing audible to take a texture or a melody from
 READABLE = "WAV, FLAC, OGG or MP3"
+_STDERR_LOCK = threading.Lock()  # one decode at a time borrows fd 2, so each puts back what it found
+
+
+@contextmanager
+def _quiet_decoder():
+    """mpg123 (inside libsndfile) prints its complaints about a damaged MP3 straight to file descriptor 2, and librosa
+    warns when it falls back to audioread: the person should see only our one-line message, so both are muted here."""
+    with _STDERR_LOCK, warnings.catch_warnings(action="ignore"):
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 @dataclass
@@ -51,7 +73,8 @@ def read_clip(path: str | Path, role: str, sample_rate: int, seconds: float | No
         raise InputError(f"{what} is {size / 2**20:.1f} MiB, over the limit of {settings.max_input_bytes / 2**20:.0f} "
                          "MiB; use a shorter or compressed clip or raise NSTDIFF_MAX_INPUT_BYTES")
     try:
-        info = soundfile.info(str(path))
+        with _quiet_decoder():
+            info = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
         raise InputError(f"{what} is not a readable audio file; use {READABLE}") from None
     if info.samplerate <= 0 or info.frames <= 0:
@@ -61,7 +84,8 @@ def read_clip(path: str | Path, role: str, sample_rate: int, seconds: float | No
         raise InputError(f"{what} is {duration:.1f} s long, over the limit of {MAX_SECONDS:g} s; pass seconds "
                          f"(--seconds N, at most {MAX_SECONDS:g}) to render its first N seconds, or trim it")
     try:
-        samples, _ = librosa.load(path, sr=sample_rate, mono=True, duration=seconds, dtype=np.float32)
+        with _quiet_decoder():
+            samples, _ = librosa.load(path, sr=sample_rate, mono=True, duration=seconds, dtype=np.float32)
     except librosa.util.exceptions.ParameterError as exc:
         if "finite" not in str(exc):
             raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from extensions.audio.schema import AudioStyleRequest, output_format
+from extensions.audio.schema import OUTPUT_SUFFIXES, AudioStyleRequest
 
 # flags beyond the positional content, --style and -o: each one a request field, with its bounds and help from there
 FIELDS = ("strength", "steps", "seconds", "mode", "filters", "kernel_width", "n_fft", "sample_rate", "seed")
@@ -29,7 +29,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from nstdiff.cli import run_request
 
-    output_format(args.output)  # refuse a .mp3 or .png output before minutes of work
     values = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     request = AudioStyleRequest(content=args.content, style=args.style, **values)
-    return run_request(request, args.output, args.quiet)
+    return run_request(request, args.output, args.quiet, OUTPUT_SUFFIXES)  # a .mp3 output: refused up front

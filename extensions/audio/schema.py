@@ -8,7 +8,6 @@ import numpy as np
 from PIL import Image
 from pydantic import Field, field_validator
 
-from nstdiff.errors import InputError
 from nstdiff.schema import Frozen, RunResult
 
 METHOD_NAME = "audio"
@@ -45,15 +44,6 @@ class AudioStyleRequest(Frozen):
         return value
 
 
-def output_format(path: str | Path) -> str:
-    """The soundfile format for an output path, from its suffix; anything but .wav/.flac is refused."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in OUTPUT_SUFFIXES:
-        raise InputError(f"output '{path}' must end in .wav or .flac (audio is written as WAV or FLAC), "
-                         f"not '{suffix or 'no suffix'}'")
-    return OUTPUT_SUFFIXES[suffix]
-
-
 class AudioResult(RunResult):
     """A mono clip, peak-normalised to −1 dBFS, with the run's parameters."""
 
@@ -70,12 +60,13 @@ class AudioResult(RunResult):
         """Write 16-bit WAV or FLAC (by the suffix), the parameters in the file's comment tag, atomically."""
         import soundfile
 
-        from nstdiff.imageio import atomic_write
+        from nstdiff.imageio import atomic_write, check_writable
 
-        kind = output_format(path)
+        path = check_writable(path, OUTPUT_SUFFIXES)  # a .mp3 is refused here, before anything is encoded
+        kind = OUTPUT_SUFFIXES[path.suffix.lower()]
 
-        def write(tmp: Path) -> None:
-            with soundfile.SoundFile(tmp, "w", self.sample_rate, 1, "PCM_16", format=kind) as out:
+        def write(part: Path) -> None:
+            with soundfile.SoundFile(part, "w", self.sample_rate, 1, "PCM_16", format=kind) as out:
                 out.comment = self.metadata_json()
                 out.software = "nstdiff"
                 out.write(self.audio)

@@ -30,14 +30,10 @@ def add_command(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nstdiff.cli import run_request
-    from nstdiff.errors import InputError
 
-    if args.output.suffix.lower() not in OUTPUT_SUFFIXES:  # before minutes of work, not after
-        raise InputError(f"cannot write a textured model as '{args.output.suffix or args.output.name}'; use "
-                         f"{', '.join(OUTPUT_SUFFIXES)}")
     request = MeshStyleRequest(
         model=args.model, style=args.style, mode=args.mode, views=args.views, view_size=args.view_size,
         steps=args.steps, texture_size=args.texture_size, strength=args.strength, seed=args.seed,
         encoder=args.encoder,
     )
-    return run_request(request, args.output, args.quiet)
+    return run_request(request, args.output, args.quiet, OUTPUT_SUFFIXES)  # an .fbx output: refused up front

@@ -123,7 +123,7 @@ class MeshStyleMethod(Method):
         if request.texture_size > settings.max_output_side:
             raise InputError(f"texture size {request.texture_size} is over the limit of {settings.max_output_side} "
                              "px (NSTDIFF_MAX_OUTPUT_SIDE)")
-        style_image = load_image(request.style, "style", settings)
+        style_image = load_image(request.style, "style", settings, max_side=request.view_size)
         surface = load_surface(request.model, settings)
         context.notes.extend(surface.notes)
         context.message("unwrapping and rasterising the views…")

@@ -12,8 +12,7 @@ import trimesh
 from PIL import Image
 from pydantic import Field
 
-from nstdiff.errors import InputError
-from nstdiff.imageio import atomic_write
+from nstdiff.imageio import atomic_write, check_writable
 from nstdiff.schema import RunResult
 from extensions.mesh.schema import OUTPUT_SUFFIXES
 from extensions.mesh.surface import sample
@@ -76,28 +75,25 @@ class MeshResult(RunResult):
     def save(self, path: str | Path) -> Path:
         """Write by suffix: .glb (textured, metadata in the asset extras), .obj (+ .mtl + .png beside it),
         .zip (those three in one file), .ply (vertex colours)."""
-        path = Path(path)
+        path = check_writable(path, OUTPUT_SUFFIXES)  # before the export work, and before any companion file
         suffix = path.suffix.lower()
         if suffix == ".glb":
             data = self.scene().export(file_type="glb")
-            return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+            return atomic_write(path, lambda part: part.write_bytes(data))
         if suffix == ".ply":
             data = self.ply_bytes()
-            return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+            return atomic_write(path, lambda part: part.write_bytes(data))
         if suffix == ".obj":
             files = self.obj_files(path.stem)
             for name, data in files.items():  # the OBJ last: once it exists, what it names exists too
                 if name != path.name:
-                    atomic_write(path.with_name(name), lambda tmp, data=data: tmp.write_bytes(data))
-            return atomic_write(path, lambda tmp: tmp.write_bytes(files[path.name]))
-        if suffix == ".zip":
-            buffer = io.BytesIO()
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-                for name, data in self.obj_files(path.stem).items():
-                    archive.writestr(name, data)
-            return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-        raise InputError(f"cannot write a textured model as '{suffix or path.name}'; use "
-                         f"{', '.join(OUTPUT_SUFFIXES)} (.zip = OBJ + MTL + PNG)")
+                    atomic_write(path.with_name(name), lambda part, data=data: part.write_bytes(data))
+            return atomic_write(path, lambda part: part.write_bytes(files[path.name]))
+        buffer = io.BytesIO()  # .zip
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in self.obj_files(path.stem).items():
+                archive.writestr(name, data)
+        return atomic_write(path, lambda part: part.write_bytes(buffer.getvalue()))
 
     def preview(self) -> Image.Image:
         return self.picture

@@ -8,6 +8,7 @@ part whose UVs already map it once into [0, 1]².
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from extensions.mesh.raster import rasterize
 from extensions.mesh.schema import MODEL_SUFFIXES
 
 MAX_PARTS = 256
+MAX_COORDINATE = 1e15  # beyond any real model's units; areas (coordinates squared) would overflow further out
 UV_CHECK_SIZE = 512  # resolution at which existing UVs are tested for overlaps
 FLAT_GREY = np.array([0.5, 0.5, 0.5], np.float32)
 
@@ -130,13 +132,19 @@ def load_surface(path: str | Path, settings: Settings) -> Surface:
         raise InputError(f"{what} is {size / 2**20:.1f} MiB, over the limit of "
                          f"{settings.max_input_bytes / 2**20:.0f} MiB; decimate it or raise NSTDIFF_MAX_INPUT_BYTES")
     try:
-        scene = trimesh.load_scene(path)
+        # numpy's overflow warnings on damaged data would print before our message; the checks below say it instead
+        with warnings.catch_warnings(action="ignore"):
+            scene = trimesh.load_scene(path, process=False)  # processing would drop NaN vertices and their faces
         if not scene.geometry:
             raise ValueError("no geometry found in it")
     except Exception as exc:  # trimesh raises many types for damaged files; none of them may reach the user raw
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{what} could not be read as {suffix[1:].upper()} ({reason}); it may be damaged or "
                          "not what its name says — re-export it from your 3D tool") from None
+    for name, geometry in scene.geometry.items():
+        if isinstance(geometry, trimesh.Trimesh):
+            _check_coordinates(np.asarray(geometry.vertices, np.float64), what, name)
+            geometry.process()  # what loading would have done: merge duplicate vertices
     meshes = []
     for node in scene.graph.nodes_geometry:
         transform, geometry_name = scene.graph[node]
@@ -154,14 +162,22 @@ def load_surface(path: str | Path, settings: Settings) -> Surface:
     return _combine(meshes, what, settings)
 
 
+def _check_coordinates(points: np.ndarray, what: str, name: str) -> None:
+    if not np.isfinite(points).all():
+        raise InputError(f"{what} has vertices with non-finite coordinates (NaN or infinity) in '{name}'; "
+                         "repair it in your 3D tool")
+    if len(points) and np.abs(points).max() > MAX_COORDINATE:
+        raise InputError(f"{what} has coordinates beyond ±{MAX_COORDINATE:g} in '{name}'; scale it down in your 3D "
+                         "tool")
+
+
 def _combine(meshes: list[tuple[str, trimesh.Trimesh, np.ndarray]], what: str, settings: Settings) -> Surface:
     vertices, faces, parts, notes = [], [], [], []
     offset = face_offset = dropped = 0
     for name, mesh, transform in meshes:
-        points = trimesh.transform_points(np.asarray(mesh.vertices, np.float64), transform)
-        if not np.isfinite(points).all():
-            raise InputError(f"{what} has vertices with non-finite coordinates (NaN or infinity) in '{name}'; "
-                             "repair it in your 3D tool")
+        with warnings.catch_warnings(action="ignore"):  # an overflowing node transform: checked just below
+            points = trimesh.transform_points(np.asarray(mesh.vertices, np.float64), transform)
+        _check_coordinates(points, what, name)
         tris = np.asarray(mesh.faces, np.int64)
         if tris.min() < 0 or tris.max() >= len(points):
             raise InputError(f"{what} has faces that point at vertices that do not exist in '{name}'")
