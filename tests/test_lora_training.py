@@ -264,3 +264,58 @@ def test_auto_captions_come_from_the_captioning_model(models_dir, tmp_path):
     train_lora(config, progress=lambda e: messages.append(e.message), settings=settings)
     captions = [m for m in messages if m.startswith("caption s")]
     assert len(captions) == 2 and all(": mystyle, " in m for m in captions)  # the model's words after the trigger
+
+
+def test_defaults_follow_the_base_and_the_device(tmp_path, monkeypatch):
+    from nstdiff.training.lora import autocast_precision
+
+    images = make_style_folder(tmp_path / "images", 1)
+    assert LoraTraining(images=images, name="a", base="sdxl").resolution == 1024  # SDXL trains at its own size
+    assert LoraTraining(images=images, name="a", base="sd15").resolution == 512
+    assert LoraTraining(images=images, name="a", base="sdxl-turbo").resolution == 512
+    assert LoraTraining(images=images, name="a", base="sdxl", resolution=768).resolution == 768
+    folder = build_tiny_sd(tmp_path / "tiny")  # a folder: its UNet's sample size × 8
+    assert LoraTraining(images=images, name="a", base=str(folder)).resolution == 256
+    assert autocast_precision("auto", torch.device("cpu")) == "no"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_precision("auto", torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_precision("auto", torch.device("cuda")) == "fp16"
+    with pytest.raises(InputError, match="fp16 needs a CUDA GPU"):
+        autocast_precision("fp16", torch.device("cpu"))
+
+
+def test_samples_decode_in_fp32_outside_autocast_and_turbo_samples_without_guidance(models_dir, tmp_path,
+                                                                                     monkeypatch):
+    from accelerate.state import AcceleratorState
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    turbo_models = tmp_path / "models"
+    (turbo_models / "diffusion").mkdir(parents=True)
+    (turbo_models / "diffusion" / "sd-turbo").symlink_to(models_dir / "diffusion" / "sd15")
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(turbo_models))
+    reload_settings()
+    decodes, calls = [], []
+    real_decode, real_call = AutoencoderKL.decode, StableDiffusionPipeline.__call__
+
+    def decode(vae, latents, *args, **kwargs):
+        decodes.append((torch.is_autocast_enabled("cpu"), latents.dtype))
+        return real_decode(vae, latents, *args, **kwargs)
+
+    def call(pipe, *args, **kwargs):
+        calls.append((kwargs.get("guidance_scale"), kwargs.get("num_inference_steps")))
+        return real_call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "decode", decode)
+    monkeypatch.setattr(StableDiffusionPipeline, "__call__", call)
+    AcceleratorState._reset_state(reset_partial_state=True)  # accelerate keeps one precision per process
+    config = LoraTraining(images=make_style_folder(tmp_path / "images", 2), name="turbo", base="sd-turbo", steps=2,
+                          checkpoint_every=2, sample_every=2, mixed_precision="bf16", **FAST)
+    try:
+        report = train_lora(config)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert decodes and all(not autocast and dtype == torch.float32 for autocast, dtype in decodes)
+    assert calls == [(0.0, 2)]  # sd-turbo's own schedule: 2 steps, no classifier-free guidance
+    sample = Image.open(next((report.folder / "samples").glob("*.png")))
+    assert np.asarray(sample).std() > 0  # a picture, not a black square

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageOps
 from safetensors import safe_open
 
 import nstdiff
+from nstdiff.diffusion.catalogue import load_catalogue
 from nstdiff.diffusion.hub import TRANSFORMERS_WEIGHTS, check_pipeline_folder, resolve_repo
 from nstdiff.diffusion.pipelines import open_pipeline
 from nstdiff.errors import Cancelled, InputError, ModelFileError
@@ -312,6 +313,18 @@ def _load_pipeline(folder: Path, device: torch.device, weight_dtype: torch.dtype
 
 # ---- the run ----
 
+def autocast_precision(setting: str, device: torch.device) -> str:
+    """The autocast precision for `setting` on `device`: auto is bf16 on GPUs that have it, else fp16, and none on
+    the CPU (bf16 there is slower than fp32)."""
+    if setting == "auto":
+        if device.type != "cuda":
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if setting == "fp16" and device.type != "cuda":
+        raise InputError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on this device")
+    return setting
+
+
 def train_lora(config: LoraTraining, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                settings: Settings | None = None) -> LoraReport:
     """Train (or resume) the LoRA `config.name` into `<models_path>/loras/<name>/`; see the module docstring."""
@@ -319,9 +332,8 @@ def train_lora(config: LoraTraining, progress: ProgressCallback | None = None, c
 
     settings = settings or get_settings()
     device = pick_device(settings.device)
-    if config.mixed_precision == "fp16" and device.type != "cuda":
-        raise InputError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on this device")
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=config.mixed_precision,
+    precision = autocast_precision(config.mixed_precision, device)
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=precision,
                               gradient_accumulation_steps=config.grad_accum)
     device, main = accelerator.device, accelerator.is_main_process
     context = RunContext(settings, device, config.seed, progress, cancel)
@@ -360,7 +372,7 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
     from peft import LoraConfig
 
     device, main = accelerator.device, accelerator.is_main_process
-    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[accelerator.mixed_precision]
     if config.captions == "auto":
         captions = caption_images([i.path for i in report.images], config.captioner, config.trigger_word, device,
                                   settings, context.message)
@@ -470,12 +482,22 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
 
 
 def _sample(pipe, config: LoraTraining, folder: Path, step: int, seed: int, accelerator) -> Path:
-    """An image from the trigger's prompt with the LoRA as trained so far (same seed every time, so samples compare)."""
+    """An image from the trigger's prompt with the LoRA as trained so far (same seed every time, so samples compare).
+
+    The UNet denoises under autocast; the VAE decodes outside it, in fp32 (SDXL's VAE overflows to black in fp16).
+    A Turbo base samples as it was distilled: its few steps, no classifier-free guidance."""
+    family = load_catalogue().families.get(config.base)
+    turbo = {"num_inference_steps": family.steps, "guidance_scale": 0.0} if family and family.turbo else {}
     pipe.unet.eval()
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad(), accelerator.autocast():
-        image = pipe(config.sample_prompt, num_inference_steps=config.sample_steps, height=config.resolution,
-                     width=config.resolution, generator=generator, output_type="pil").images[0]
+    with torch.no_grad():
+        with accelerator.autocast():
+            latents = pipe(config.sample_prompt, **{"num_inference_steps": config.sample_steps, **turbo},
+                           height=config.resolution, width=config.resolution, generator=generator,
+                           output_type="latent").images
+        vae = pipe.vae
+        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        image = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
     pipe.unet.train()
     return save_png(image, folder / "samples" / f"step-{step:05d}.png", {"prompt": config.sample_prompt,
                                                                           "step": str(step)})

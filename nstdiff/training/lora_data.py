@@ -13,6 +13,7 @@ On-disk layout of one LoRA, `<models_path>/loras/<name>/`:
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Literal
 
 from PIL import Image
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from nstdiff.diffusion.catalogue import load_catalogue
 from nstdiff.errors import InputError
 from nstdiff.imageio import load_image
 from nstdiff.schema import Frozen
@@ -43,6 +45,19 @@ RESUME_FIELDS = ("images", "trigger", "captions", "captioner", "base", "rank", "
                  "resolution", "batch", "grad_accum", "mixed_precision", "seed")
 
 
+def native_resolution(base: str) -> int:
+    """The image side a base model was trained at: its UNet's sample size × 8 when its folder is at hand, else by
+    family (SDXL 1024; SD 1.5, SD-Turbo and SDXL-Turbo 512)."""
+    config = Path(base).expanduser() / "unet" / "config.json"
+    if config.is_file():
+        try:
+            return int(json.loads(config.read_text())["sample_size"]) * 8
+        except (ValueError, KeyError, TypeError):
+            pass
+    family = load_catalogue().families.get(base)
+    return 1024 if family is not None and family.architecture == "sdxl" and not family.turbo else 512
+
+
 class LoraTraining(Frozen):
     """One LoRA training job (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"): the UNet's
     attention projections W get a trainable update (α/r)·B·A of rank r, learnt with the denoising loss of the base."""
@@ -59,10 +74,13 @@ class LoraTraining(Frozen):
     rank: int = Field(8, ge=1, le=256, description="LoRA rank r (alpha = r).")
     steps: int = Field(1000, ge=1, le=200_000, description="Optimiser steps.")
     learning_rate: float = Field(1e-4, gt=0, le=1.0, description="AdamW learning rate.")
-    resolution: int = Field(512, ge=32, le=2048, multiple_of=8, description="Training image side in pixels.")
+    resolution: int | None = Field(None, ge=32, le=2048, multiple_of=8, description="Training image side in pixels "
+                                   "(default: the base's native size: 1024 for SDXL, 512 for SD 1.5 and the Turbos).")
     batch: int = Field(1, ge=1, le=64, description="Images per step and device.")
     grad_accum: int = Field(1, ge=1, le=256, description="Batches accumulated per optimiser step.")
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="Autocast precision (weights stay fp32).")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="Autocast precision, weights stay fp32 (auto: bf16 on GPUs that have it, else fp16; none "
+        "on the CPU).")
     gradient_checkpointing: bool | None = Field(None, description="Recompute activations to save memory (default: "
                                                 "on for CUDA).")
     checkpoint_every: int = Field(250, ge=1, le=200_000, description="Steps between resumable checkpoints.")
@@ -77,6 +95,13 @@ class LoraTraining(Frozen):
         if value is not None and (not value.strip() or "\n" in value):
             raise ValueError("the trigger is one line of text, e.g. 'mystyle'")
         return value.strip() if value else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _native_resolution(cls, data):
+        if isinstance(data, dict) and data.get("resolution") is None:
+            data = {**data, "resolution": native_resolution(str(data.get("base") or "sd15"))}
+        return data
 
     @property
     def trigger_word(self) -> str:
@@ -225,8 +250,8 @@ class LoraState(BaseModel):
 
 
 def check_lora_name(name: str) -> str:
-    if not re.match(NAME_PATTERN, name or ""):
-        raise InputError(f"'{name}' is not a usable LoRA name: use 1–64 lower-case letters, digits, '-' or '_', "
+    if not re.fullmatch(NAME_PATTERN, name or ""):  # fullmatch: `$` alone lets "name\n" through
+        raise InputError(f"{name!r} is not a usable LoRA name: use 1–64 lower-case letters, digits, '-' or '_', "
                          "starting with a letter or digit")
     return name
 
