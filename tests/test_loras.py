@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from nstdiff import ImageStyleRequest, stylize
@@ -279,3 +280,27 @@ def test_a_missing_lora_is_reported_before_the_model_loads(monkeypatch):
                                 options={"loras": ["nope:0.5"]})
     with pytest.raises(InputError, match="no LoRA named 'nope'; the library is empty"):
         stylize(request)
+
+
+def test_kohya_export_keeps_alpha_and_names_the_base_as_kohya_does(library, tmp_path):
+    """diffusers keeps alpha in flat header keys (`unet.lora_alpha`); A1111 scales by alpha/dim and shows a LoRA only
+    for the base its `ss_base_model_version` names (an `sdxl_` prefix is SDXL, anything else SD 1/2)."""
+    from safetensors import safe_open
+
+    models = library
+    build_tiny_lora(models / "loras" / "bold", models / "diffusion" / "sd15", seed=5, weight_name="bold.safetensors",
+                    alpha=8)
+    wide = build_tiny_lora(models / "loras" / "wide", models / "diffusion" / "sdxl", seed=6,
+                           weight_name="wide.safetensors")
+    (wide / "lora.json").write_text(json.dumps({"name": "wide", "base": "sdxl"}))
+    exported = export_kohya("bold", tmp_path / "bold_kohya.safetensors")
+    with safe_open(str(exported), framework="pt") as handle:
+        metadata = handle.metadata()
+        alphas = [handle.get_tensor(k) for k in handle.keys() if k.endswith(".alpha")]
+    assert alphas and all(a.dtype == torch.float32 and float(a) == 8.0 for a in alphas)
+    assert metadata["ss_network_alpha"] == "8.0" and metadata["ss_network_dim"] == "4"
+    assert metadata["ss_base_model_version"] == "sd_v1" and metadata["ss_v2"] == "False"
+    import_lora(exported, "bold-again", base="sd15")
+    assert generate(["bold-again:1"]) == generate(["bold:1"])  # the same strength after the round trip
+    with safe_open(str(export_kohya("wide", tmp_path / "wide.safetensors")), framework="pt") as handle:
+        assert handle.metadata()["ss_base_model_version"] == "sdxl_base_v1-0"

@@ -327,7 +327,7 @@ def build_tiny_controlnet(folder: Path, pipeline_folder: Path, seed: int = 0) ->
 
 
 def build_tiny_lora(folder: Path, pipeline_folder: Path, rank: int = 4, seed: int = 0,
-                    weight_name: str = "pytorch_lora_weights.safetensors") -> Path:
+                    weight_name: str = "pytorch_lora_weights.safetensors", alpha: float | None = None) -> Path:
     """A random (non-zero) peft LoRA on the UNet's `to_q, to_k, to_v, to_out.0`, in diffusers' LoRA file format.
 
     Saved with the pipeline class's own `save_lora_weights` (keys `unet.….lora_A/B.weight`, plus the adapter
@@ -341,7 +341,7 @@ def build_tiny_lora(folder: Path, pipeline_folder: Path, rank: int = 4, seed: in
     model_index = json.loads((Path(pipeline_folder) / "model_index.json").read_text())
     pipeline_class = getattr(diffusers, model_index["_class_name"])
     unet = _load_unet(pipeline_folder)
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS, init_lora_weights=False)
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=LORA_TARGETS, init_lora_weights=False)
     torch.manual_seed(seed)
     unet.add_adapter(config)
     pipeline_class.save_lora_weights(
