@@ -47,3 +47,36 @@ def test_diffusion_in_fp16_on_cuda_with_structure_and_reference(images, tmp_path
     routed = stylize(ImageStyleRequest(content=images["content"], styles=[images["red"]], size=64, steps=4, seed=0,
                                        options={"mode": "full"}))
     assert routed.method == "diffusion-reference"  # auto: a style image, a GPU and a ready model
+
+
+def test_memory_switches_with_an_ip_adapter_and_controlnet_on_cuda(images, tmp_path, monkeypatch):
+    """Offload, attention slicing and VAE tiling with the IP-Adapter and a ControlNet, fp16 weights stored as the
+    repositories' `.fp16.` files: every run must work and keep its outputs on one device."""
+    from diffusers import DiffusionPipeline
+
+    from nstdiff.diffusion.pipelines import PIPELINES
+    from tests.test_diffusion import _as_catalogue_ip_adapter
+    from tests.tiny_diffusion import build_tiny_controlnet, build_tiny_ip_adapter, build_tiny_sd
+
+    parts = tmp_path / "models" / "diffusion"
+    plain = build_tiny_sd(tmp_path / "plain")
+    DiffusionPipeline.from_pretrained(plain).save_pretrained(parts / "sd15", variant="fp16")  # fp16 files only
+    build_tiny_controlnet(parts / "sd15-controlnet-canny", plain)
+    built = tmp_path / "ip"
+    build_tiny_ip_adapter(built, plain)
+    _as_catalogue_ip_adapter(built, parts / "sd15-ip-adapter", "models", "ip-adapter_sd15.safetensors")
+    for key, value in {"DEVICE": "cuda", "MODELS_DIR": str(tmp_path / "models"), "CPU_OFFLOAD": "1",
+                       "ATTENTION_SLICING": "1", "VAE_TILING": "1"}.items():
+        monkeypatch.setenv(f"NSTDIFF_{key}", value)
+    reload_settings()
+    PIPELINES.release()
+    try:
+        for method, options in (("diffusion-text", {"structure": "canny"}),
+                                ("diffusion-reference", {"mode": "style", "structure": "canny"}),
+                                ("diffusion-text", {}), ("diffusion-reference", {"mode": "full"})):
+            styles = [images["red"]] if method == "diffusion-reference" else []
+            result = stylize(ImageStyleRequest(method=method, content=images["content"], styles=styles,
+                                               prompt="ink", size=64, steps=3, seed=0, options=options))
+            assert result.image.size == (64, 53)
+    finally:
+        PIPELINES.release()
