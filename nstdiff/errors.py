@@ -35,6 +35,12 @@ class ModelFileError(NstdiffError):
     """A weights file exists but is not what it should be (checksum, format, shapes)."""
 
 
+class ResourceError(NstdiffError):
+    """A job needs more memory than this machine can give it; the message names the limit and a size that fits."""
+
+    exit_code = 2
+
+
 class Cancelled(NstdiffError):
     """The run was cancelled by the user; nothing was written."""
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from nstdiff.errors import Cancelled, InputError
+from nstdiff.errors import Cancelled, InputError, ResourceError
+from nstdiff.memory import check_memory, is_out_of_memory, out_of_memory_message, release_memory
 from nstdiff.registry import format_validation_error, get_method, list_methods
 from nstdiff.routing import ROUTED, route
 from nstdiff.schema import ImageStyleRequest, MethodInfo, ProgressEvent
@@ -197,7 +198,15 @@ class InProcessExecutor:
         context = RunContext(settings, pick_device(settings.device), seed, progress, cancel)
         if routed:
             context.notes.append(routed)
-        return method.execute(request, context)
+        check_memory(method, request, settings, context.device)
+        try:
+            return method.execute(request, context)
+        except (MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+        # out of memory: here, past the except block, the traceback and the run's tensors it held are gone
+        release_memory(context.device)
+        raise ResourceError(out_of_memory_message(request))
 
 
 def stylize(request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:

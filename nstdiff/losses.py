@@ -48,7 +48,8 @@ class GramStyleLoss:
         self.norms = {layer: [t.square().sum().clamp_min(1e-12) for t in ts] for layer, ts in self.targets.items()}
 
     def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        total = 0.0
+        # a tensor even when every region is empty (an all-black mask: nothing to restyle), so callers can detach it
+        total = next(iter(features.values())).new_zeros(())
         for layer, weight in self.layer_weights.items():
             feature = features[layer]
             for index, target in enumerate(self.targets[layer]):

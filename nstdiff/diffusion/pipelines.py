@@ -23,6 +23,7 @@ import torch
 from nstdiff.diffusion.catalogue import Family, load_catalogue
 from nstdiff.diffusion.hub import check_pipeline_folder, load_variant, locally_available, resolve_repo
 from nstdiff.errors import InputError, ModelFileError
+from nstdiff.memory import total_memory
 from nstdiff.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,11 @@ def module_bytes(*modules: Any) -> int:
     return total
 
 
-def memory_budget(settings: Settings, device: torch.device) -> int:
+def cache_budget(settings: Settings, device: torch.device) -> int:
     """Bytes the loaded diffusion models may hold together (setting, else 80% of the device's memory)."""
     if settings.diffusion_memory_gb is not None:
         return int(settings.diffusion_memory_gb * 2**30)
-    if device.type == "cuda":
-        return int(0.8 * torch.cuda.get_device_properties(device).total_memory)
-    with open("/proc/meminfo") as meminfo:  # Linux; elsewhere no budget
-        total_kb = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
-    return int(0.8 * total_kb * 1024) or 2**62
+    return int(0.8 * total_memory(device))
 
 
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
@@ -93,7 +90,7 @@ class PipelineCache:
             model = self._load_model(ref, folder, device, dtype, settings, message)
             with self._lock:
                 self._models[key] = model
-                self._evict(memory_budget(settings, device), message)
+                self._evict(cache_budget(settings, device), message)
             return model
 
     def _evict(self, budget: int, message: Callable[[str], None]) -> None:

@@ -23,15 +23,27 @@ from pydantic import Field
 from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.losses import FeatureContentLoss, total_variation
-from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput
+from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, encoder_profile, inference_bytes,
+                                  optimising_run_bytes)
 from nstdiff.models.decoders import decoder_available, load_decoder, public_decoder_ready
-from nstdiff.models.encoders import VGGEncoder
+from nstdiff.models.encoders import VGGEncoder, choose_encoder
 from nstdiff.optimise import optimise_image
 from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
 from nstdiff.registry import Capabilities, register_method
-from nstdiff.schema import Frozen
+from nstdiff.schema import Frozen, ImageStyleRequest
+from nstdiff.settings import Settings
 
 DECODER_LAYER = "relu4_1"
+# Memory (methods/base.py): autograd keeps ≈ ACTIVATION_FACTOR × the encoder's activations. Peak RSS growth in MB of a
+# run in a fresh process (CPU, 2 threads; photo.jpg 256², painting.jpg 384×240; default steps) at a long side of
+#   px:                   128   256   384   512   768  1024  2048
+#   adain random          211   271   378   469   820              (optimisation variant)
+#   adain vgg16                 491         948
+#   decoder random              117         178        378  1042   (bf16 autocast; fp32 needs less)
+#   decoder vgg16               240         484   776  1046
+# needs a factor ≤ 1.22 (optimisation) and an INFERENCE_FACTOR ≤ 2.97 (decoder); the estimate before its margin is
+# 3-132% above each point (the most at small sizes, where RUNTIME_BYTES dominates).
+ACTIVATION_FACTOR = 1.3
 
 
 class AdaINOptions(Frozen):
@@ -90,6 +102,23 @@ def adain_target(content: torch.Tensor, styles: list[torch.Tensor], weights: lis
     return alpha * target + (1 - alpha) * content
 
 
+def public_pair(encoder: str, options: AdaINOptions, settings: Settings) -> str | None:
+    """The encoder to use instead of `auto` because its public decoder is ready: the paper's own encoder + decoder
+    pair beats optimising with another encoder. None keeps the request's."""
+    wants_auto = encoder == "auto" and settings.default_encoder == "auto"
+    if wants_auto and options.variant != "optimise" and options.decoder is None:
+        return public_decoder_ready(settings)
+    return None
+
+
+def resolve_variant(options: AdaINOptions, encoder: str, settings: Settings) -> str:
+    """`decoder` or `optimise`: auto takes the decoder when one exists for `encoder`."""
+    if options.variant != "auto":
+        return options.variant
+    has_decoder = options.decoder is not None or decoder_available(encoder, settings)
+    return "decoder" if has_decoder else "optimise"
+
+
 @register_method
 class AdaINMethod(ImageMethod):
     name = "adain"
@@ -99,20 +128,25 @@ class AdaINMethod(ImageMethod):
     capabilities = Capabilities(needs_content=True, masks=True, color_controls=True, uses_encoder=True)
     default_steps = 50  # ≈ 10-12 s at 256 px on 2 CPU cores with vgg16 (coarse-to-fine)
 
+    def peak_bytes(self, request: ImageStyleRequest, options: AdaINOptions, shape: Footprint,
+                   settings: Settings) -> float:
+        encoder = choose_encoder(public_pair(request.encoder, options, settings) or request.encoder, settings)[0]
+        if resolve_variant(options, encoder, settings) == "decoder":
+            profile = encoder_profile(encoder, [DECODER_LAYER])
+            return shape.fixed_bytes(profile) + inference_bytes(max([shape.pixels, *shape.style_pixels]), profile)
+        return optimising_run_bytes(shape, encoder_profile(encoder, [*options.layers, DECODER_LAYER]),
+                                    options.pyramid_levels, request.steps or self.default_steps, options.optimizer,
+                                    ACTIVATION_FACTOR)
+
     def transfer(self, job: ImageJob, options: AdaINOptions, context: RunContext) -> TransferOutput:
-        wants_auto = job.encoder == "auto" and context.settings.default_encoder == "auto"
-        if wants_auto and options.variant != "optimise" and options.decoder is None:
-            preferred = public_decoder_ready(context.settings)
-            if preferred:  # the paper's own encoder + decoder pair beats optimising with another encoder
-                job = replace(job, encoder=preferred)
-                context.notes.append(f"encoder auto → {preferred} (its AdaIN decoder is ready)")
+        preferred = public_pair(job.encoder, options, context.settings)
+        if preferred:
+            job = replace(job, encoder=preferred)
+            context.notes.append(f"encoder auto → {preferred} (its AdaIN decoder is ready)")
         encoder = self.encoder(job, context)
         net = encoder.module
         alpha = job.strength if options.alpha is None else options.alpha
-        variant = options.variant
-        if variant == "auto":
-            has_decoder = options.decoder is not None or decoder_available(encoder.name, context.settings)
-            variant = "decoder" if has_decoder else "optimise"
+        variant = resolve_variant(options, encoder.name, context.settings)
         regions = job.regions.styles.to(job.content) if job.regions is not None else None
         if variant == "decoder":
             image = self._decode(net, job, options, alpha, regions, encoder.name, context)
@@ -163,7 +197,7 @@ class AdaINMethod(ImageMethod):
     def _objective(net, job, options, alpha, regions, layers, height, width, image):
         """The AdaIN loss at one pyramid level: content = AdaIN target at relu4_1, style = the styles' statistics
         (styles scaled like the content, so stroke size holds across levels)."""
-        factor = height / job.height
+        factor = max(height, width) / max(job.height, job.width)  # by the long side, as in gram
         with torch.no_grad():
             content = net(resize(job.content, height, width), [DECODER_LAYER])[DECODER_LAYER]
             styles = []

@@ -13,9 +13,11 @@ from pydantic import Field
 
 from nstdiff.diffusion.method import DiffusionOptions
 from nstdiff.executor import RunContext
-from nstdiff.methods.base import ImageJob, TransferOutput
+from nstdiff.methods.base import Footprint, ImageJob, TransferOutput
 from nstdiff.methods.diffusion_text import DiffusionTextMethod
 from nstdiff.registry import Capabilities, get_method, register_method
+from nstdiff.schema import ImageStyleRequest
+from nstdiff.settings import Settings
 
 
 class ChainOptions(DiffusionOptions):
@@ -32,6 +34,12 @@ class ChainMethod(DiffusionTextMethod):
     capabilities = Capabilities(needs_content=True, color_controls=True, needs_gpu=True, uses_encoder=True,
                                 prompt="optional")
     default_prompt = "a painting, masterpiece, fine brush strokes"
+
+    def peak_bytes(self, request: ImageStyleRequest, options: ChainOptions, shape: Footprint,
+                   settings: Settings) -> float:
+        """The classic first stage's; the diffusion pass runs on the GPU after it, its memory not estimated."""
+        first = get_method(options.first)
+        return first.peak_bytes(request, first.parse_options({}), shape, settings)
 
     def transfer(self, job: ImageJob, options: ChainOptions, context: RunContext) -> TransferOutput:
         first = get_method(options.first)

@@ -15,16 +15,31 @@ from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.imageio import load_image
 from nstdiff.losses import FeatureContentLoss, GramStyleLoss, gram_matrix, total_variation
-from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_tensor
+from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, encoder_profile,
+                                  optimising_run_bytes, to_tensor)
+from nstdiff.models.encoders import choose_encoder
 from nstdiff.optimise import optimise_image
 from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
 from nstdiff.registry import Capabilities, register_method
-from nstdiff.schema import Frozen, ImageRef
+from nstdiff.schema import Frozen, ImageRef, ImageStyleRequest
+from nstdiff.settings import Settings
 
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # strength s ∈ [0, 1] → style/content weight ratio 10^(RATIO_AT_ZERO + RATIO_SPAN·s); s = 0 is the content itself.
 # The default 0.7 gives ≈ 24: clearly painted yet recognisable (≈ 63 lost faces and objects at 256 px)
 RATIO_AT_ZERO, RATIO_SPAN = -1.0, 3.4
+# Memory (methods/base.py): autograd keeps ≈ ACTIVATION_FACTOR × the encoder's activations. Peak RSS growth in MB of a
+# run in a fresh process (CPU, 2 threads; photo.jpg 256², painting.jpg 384×240; default steps) at a long side of
+#   px:                  128   256   384   512   768  1536
+#   gram random          227   350   568   637  1144  3048
+#   gram random, Adam          258         483              (no L-BFGS history)
+#   gram random, 1 level       362         955              (60 steps: a full L-BFGS history at full size)
+#   texture random       216   336   539   571  1033
+#   gram vgg16           371   627  1065  1337
+#   gram vgg16, Adam                      1195
+#   texture vgg16        358   606
+# needs a factor ≤ 1.47; with 1.6 the estimate before its margin is 4-39% above each point.
+ACTIVATION_FACTOR = 1.6
 
 
 class GramOptions(Frozen):
@@ -66,6 +81,13 @@ class GramMethod(ImageMethod):
     capabilities = Capabilities(needs_content=False, masks=True, color_controls=True, uses_encoder=True)
     default_steps = 150  # ≈ 25-40 s at 256 px on 2 CPU cores; more steps mostly add fine texture
 
+    def peak_bytes(self, request: ImageStyleRequest, options: GramOptions, shape: Footprint,
+                   settings: Settings) -> float:
+        layers = [*options.style_layers, *(options.content_layers if request.content is not None else [])]
+        profile = encoder_profile(choose_encoder(request.encoder, settings)[0], layers)
+        return optimising_run_bytes(shape, profile, options.pyramid_levels, request.steps or self.default_steps,
+                                    options.optimizer, ACTIVATION_FACTOR)
+
     def transfer(self, job: ImageJob, options: GramOptions, context: RunContext) -> TransferOutput:
         if options.init == "image" and options.init_image is None:
             raise InputError("init='image' needs init_image")
@@ -97,7 +119,7 @@ class GramMethod(ImageMethod):
                 image = upsample_with_detail(image, job.content, height, width)
             else:
                 image = resize(image, height, width).detach()
-            factor = height / job.height
+            factor = max(height, width) / max(job.height, job.width)  # by the long side: a 20000×1 image stays cheap
             content_loss = None
             if job.content is not None and content_weight > 0:
                 with torch.no_grad():
