@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from nstdiff import ImageStyleRequest, stylize
 from nstdiff.settings import reload_settings
-from tests.test_diffusion import _as_catalogue_ip_adapter
+from tests.test_diffusion import _as_catalogue_ip_adapter, diffusion_models, models  # noqa: F401 - shared fixtures
 from tests.tiny_diffusion import build_tiny_ip_adapter, build_tiny_sd15_blocks
 
 
@@ -192,3 +193,44 @@ def test_a_cache_with_fp16_files_only_loads_that_variant_and_a_partial_one_is_no
         assert result.image.size == (64, 53)
     finally:
         PIPELINES.release()
+
+
+def test_every_model_a_request_needs_is_checked_before_any_work(diffusion_models, images, tmp_path, monkeypatch):
+    """A chain whose diffusion model is missing must not run minutes of its classic stage first; a reference run
+    without its IP-Adapter must not load the base model first; the chain's first method takes its own options."""
+    from nstdiff import ModelNotFoundError
+    from nstdiff.diffusion.pipelines import PIPELINES
+    from nstdiff.errors import InputError
+
+    models = tmp_path / "models"
+    shutil.copytree(diffusion_models / "diffusion" / "sd15", models / "diffusion" / "sd15")
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(models))
+    reload_settings()
+    PIPELINES.release()
+    loads = []
+    monkeypatch.setattr(PIPELINES, "_load_model", lambda *args: loads.append(args) or pytest.fail("loaded"))
+    events = []
+    chain = ImageStyleRequest(method="chain", content=images["content"], styles=[images["red"]], size=32, steps=2,
+                              seed=0, encoder="random", options={"model": "sdxl", "alpha": 0.4})
+    with pytest.raises(ModelNotFoundError, match="sdxl"):
+        stylize(chain, progress=events.append)
+    assert not [e for e in events if e.stage != "message"]  # no classic step ran
+    with pytest.raises(ModelNotFoundError, match="sd15-ip-adapter"):
+        stylize(ImageStyleRequest(method="diffusion-reference", content=images["content"], styles=[images["red"]],
+                                  size=64, steps=2, seed=0))
+    with pytest.raises(ModelNotFoundError, match="sd15-controlnet-depth"):
+        stylize(ImageStyleRequest(method="diffusion-text", content=images["content"], prompt="ink", size=64,
+                                  steps=2, seed=0, options={"structure": "depth"}))
+    assert loads == []
+    with pytest.raises(InputError, match="invalid options for method 'adain'.*alpha"):
+        stylize(chain.model_copy(update={"options": {"alpha": 5.0}}))
+
+
+def test_the_chains_first_method_gets_its_own_options(models, images):
+    def chain(**first):
+        return stylize(ImageStyleRequest(method="chain", content=images["content"], styles=[images["red"]], size=64,
+                                         steps=2, seed=0, encoder="random", options=first))
+
+    plain, faint = chain(), chain(alpha=0.0)
+    assert faint.parameters["options"]["first_options"] == {"alpha": 0.0}
+    assert faint.image.tobytes() != plain.image.tobytes()

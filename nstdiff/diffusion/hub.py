@@ -227,6 +227,19 @@ def resolve_repo(ref: str, settings: Settings | None = None, message: Message | 
                              settings.downloads_allowed else "")
 
 
+def require(ref: str, settings: Settings | None = None) -> None:
+    """Check, without loading or downloading anything, that `ref` (a folder, part name or repo id) can be had: on
+    disk, or fetchable now. Raises the `ModelNotFoundError` that resolving it would raise."""
+    settings = settings or get_settings()
+    if Path(ref).expanduser().is_dir() or settings.downloads_allowed:
+        return
+    if ref in _PARTS:
+        if not locally_available(ref, settings):
+            resolve_repo(ref, settings)  # raises, naming the places searched and the fetch command
+    elif not _is_repo_id(ref) or _hf_cached(Part(ref, None), "fp32") is None:
+        resolve_repo(ref, settings)
+
+
 def load_variant(folder: Path, weights: tuple[str, ...] | None, prefer: Variant) -> str | None:
     """The `variant=` argument that loads the weights in `folder` (None: the plain files), or a `ModelFileError`
     naming the files that are missing."""

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from pydantic import Field, field_validator
 
-from nstdiff.diffusion.catalogue import Family
-from nstdiff.diffusion.hub import load_variant, resolve_repo
+from nstdiff.diffusion.catalogue import Family, load_catalogue
+from nstdiff.diffusion.hub import load_variant, require, resolve_repo
 from nstdiff.diffusion.pipelines import (PIPELINES, LoadedModel, offloads, pick_dtype, prepare,
                                         run_with_memory_retry)
 from nstdiff.diffusion.presets import Preset, get_preset
@@ -24,6 +24,7 @@ from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_image, to_tensor
 from nstdiff.schema import MAX_PROMPT_CHARS, Frozen
+from nstdiff.settings import Settings
 
 LCM_ADAPTER = "lcm"
 LCM_STEPS, LCM_GUIDANCE = 4, 1.0  # LCM-LoRA's own recommendation: 2–8 steps, guidance 1–2
@@ -91,12 +92,31 @@ class DiffusionMethod(ImageMethod):
     # -- the shared run ------------------------------------------------------------------------------------------
 
     def execute(self, request: Any, context: RunContext) -> Any:
-        # a misspelt or damaged LoRA is reported now, not after minutes of loading the model and the images
+        # a missing model part or a misspelt or damaged LoRA is reported now, not after minutes of loading the model
+        # and the images (or of a chain's classic stage)
         from nstdiff.loras import get_lora
 
-        for use in self.parse_options(request.options).loras:
+        options = self.parse_options(request.options)
+        for ref in self.required_models(options, context.settings):
+            require(ref, context.settings)
+        for use in options.loras:
             get_lora(use.name, context.settings)
         return super().execute(request, context)
+
+    def required_models(self, options: DiffusionOptions, settings: Settings) -> list[str]:
+        """What a run with `options` loads: the base, and the catalogue add-ons its options ask for."""
+        ref = options.model or settings.diffusion_family
+        family = load_catalogue().families.get(ref)
+        if family is None:
+            return [ref]  # a repo id or folder: its add-ons are checked when they are loaded
+        needed = [family.name]
+        if options.structure != "none" and options.structure in family.controlnet:
+            needed.append(f"{family.name}-controlnet-{options.structure}")
+        if options.structure == "depth":
+            needed.append("depth-estimator")
+        if options.fast and not family.turbo and family.lcm_lora:
+            needed.append(f"{family.name}-lcm-lora")
+        return needed
 
     def transfer(self, job: ImageJob, options: DiffusionOptions, context: RunContext) -> TransferOutput:
         prompting = self.prompting(job, options, context)

@@ -7,9 +7,9 @@ and colours.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nstdiff.diffusion.method import DiffusionOptions
 from nstdiff.executor import RunContext
@@ -23,6 +23,23 @@ from nstdiff.settings import Settings
 class ChainOptions(DiffusionOptions):
     first: Literal["adain", "gram"] = Field("adain", description="The classic method that runs first.")
     refine_strength: float = Field(0.3, ge=0.05, le=0.6, description="img2img strength of the diffusion refinement.")
+    first_options: dict[str, Any] = Field(default_factory=dict, description="The first method's own options "
+                                          "(AdaIN's alpha, Gram's weights …); on the command line, its own flags.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_methods_flags(cls, data: Any) -> Any:
+        """Options that are not the chain's own (`--alpha 0.8`) belong to the first method."""
+        if not isinstance(data, dict):
+            return data
+        own = {k: v for k, v in data.items() if k in cls.model_fields}
+        extra = {k: v for k, v in data.items() if k not in cls.model_fields}
+        return {**own, "first_options": {**own.get("first_options", {}), **extra}} if extra else data
+
+    @model_validator(mode="after")
+    def _check_first_options(self) -> "ChainOptions":
+        get_method(self.first).parse_options(self.first_options)  # a bad one is refused before any work
+        return self
 
 
 @register_method
@@ -39,11 +56,11 @@ class ChainMethod(DiffusionTextMethod):
                    settings: Settings) -> float:
         """The classic first stage's; the diffusion pass runs on the GPU after it, its memory not estimated."""
         first = get_method(options.first)
-        return first.peak_bytes(request, first.parse_options({}), shape, settings)
+        return first.peak_bytes(request, first.parse_options(options.first_options), shape, settings)
 
     def transfer(self, job: ImageJob, options: ChainOptions, context: RunContext) -> TransferOutput:
         first = get_method(options.first)
-        classic = first.transfer(job, first.parse_options({}), context)
+        classic = first.transfer(job, first.parse_options(options.first_options), context)
         context.notes.append(f"chain: {options.first} ({classic.encoder}) first, then a diffusion refinement")
         # the refinement uses the diffusion model's own schedule, not the classic method's step count
         refine = replace(job, content=classic.image.clamp(0, 1).detach(), strength=options.refine_strength,

@@ -19,12 +19,14 @@ from PIL import Image
 from pydantic import Field
 
 from nstdiff.diffusion.method import DiffusionMethod, DiffusionOptions, Prompting, Schedule
+from nstdiff.diffusion.catalogue import load_catalogue
 from nstdiff.diffusion.hub import resolve_repo
 from nstdiff.diffusion.pipelines import LoadedModel, set_ip_adapter
 from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob, to_image
 from nstdiff.registry import Capabilities, register_method
+from nstdiff.settings import Settings
 
 
 class ReferenceOptions(DiffusionOptions):
@@ -60,6 +62,11 @@ class DiffusionReferenceMethod(DiffusionMethod):
     options_model = ReferenceOptions
     capabilities = Capabilities(color_controls=True, needs_gpu=True, prompt="optional")
     default_prompt = "best quality, high quality"
+
+    def required_models(self, options: ReferenceOptions, settings: Settings) -> list[str]:
+        needed = super().required_models(options, settings)
+        family = load_catalogue().families.get(needed[0])
+        return needed + [f"{family.name}-ip-adapter"] if family is not None and family.ip_adapter else needed
 
     def generate(self, model: LoadedModel, job: ImageJob, options: ReferenceOptions, prompting: Prompting,
                  schedule: Schedule, size: tuple[int, int], context: RunContext) -> Image.Image:
