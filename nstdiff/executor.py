@@ -104,6 +104,9 @@ class Executor(Protocol):
     def fetch_model(self, name: str, message: Callable[[str], None] | None = None) -> Any:
         """Fetch a missing model, reporting status lines."""
 
+    def loaded_models(self) -> dict[str, str]:
+        """The diffusion models held in memory now: name → bytes of weights and device, e.g. "6.9 GB on cuda"."""
+
     def presets(self) -> list[Any]:
         """The style presets (built in and the person's own)."""
 
@@ -130,6 +133,11 @@ class InProcessExecutor:
         from nstdiff.models import list_models
 
         return list_models(self.settings)
+
+    def loaded_models(self) -> dict[str, str]:
+        from nstdiff.diffusion.pipelines import PIPELINES
+
+        return {m.label: f"{m.nbytes / 1e9:.2f} GB on {m.pipeline.device.type}" for m in PIPELINES.loaded()}
 
     def fetch_model(self, name: str, message: Callable[[str], None] | None = None) -> Any:
         from nstdiff.models import fetch_model

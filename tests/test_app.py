@@ -137,7 +137,7 @@ def test_models_panel_and_fetch_refused_offline(client):
     table = client.predict(api_name="/models")
     status = {row[0]: row[1] for row in table["data"]}
     assert status["vgg16"] == status["vgg19"] == status["adain-vgg19-normalised"] == "missing"
-    assert all("/" not in row[2] for row in table["data"])  # file names only: no server folders over HTTP
+    assert all("/" not in row[3] for row in table["data"])  # file names only: no server folders over HTTP
     with pytest.raises(Exception, match="downloads are disabled"):
         client.predict("vgg16", api_name="/fetch_model")
 

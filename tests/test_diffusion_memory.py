@@ -88,3 +88,14 @@ def test_the_cache_drops_the_least_recently_used_model_past_its_budget(models, i
     assert [m.label for m in fresh_pipelines.loaded()] == ["sdxl", "sd15"]  # least recently used first
     assert isinstance(stylize(text_request(images, steps=2, options={"model": "sdxl"})).image, Image.Image)
     assert [m.label for m in fresh_pipelines.loaded()] == ["sd15", "sdxl"]
+
+
+def test_the_models_tab_shows_what_each_loaded_model_holds(models, images, fresh_pipelines):
+    from ui.app import App
+
+    app = App()
+    assert all(row[2] == "" for row in app.models_table())  # nothing loaded yet
+    stylize(text_request(images, steps=2))
+    rows = {row[0]: row for row in app.models_table()}
+    assert rows["sd15"][2].endswith(" GB on cpu") and float(rows["sd15"][2].split()[0]) > 0
+    assert rows["sdxl"][2] == ""

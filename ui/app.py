@@ -230,7 +230,8 @@ class App:
                 p["steps"] or 0, p["seed"], p["encoder"], kept(controls["mask"]), *option_values)
 
     def models_table(self) -> list[list[str]]:
-        return [[m.name, "ready" if m.ready else "missing", Path(m.path).name, m.description]
+        loaded = self.executor.loaded_models()
+        return [[m.name, "ready" if m.ready else "missing", loaded.get(m.name, ""), Path(m.path).name, m.description]
                 for m in self.executor.models()]
 
     def fetch(self, name: str, progress=gr.Progress()):
@@ -338,7 +339,7 @@ class App:
                 reuse = gr.Button("Use these settings in Image style")
 
             with gr.Tab("Models", id="models") as models_tab:
-                table = gr.Dataframe(headers=["name", "status", "file", "description"], interactive=False)
+                table = gr.Dataframe(headers=["name", "status", "in memory", "file", "description"], interactive=False)
                 with gr.Row():
                     model_name = gr.Dropdown([m.name for m in self.executor.models()], label="Model")
                     fetch = gr.Button("Fetch")
