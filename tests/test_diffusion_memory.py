@@ -99,3 +99,30 @@ def test_the_models_tab_shows_what_each_loaded_model_holds(models, images, fresh
     rows = {row[0]: row for row in app.models_table()}
     assert rows["sd15"][2].endswith(" GB on cpu") and float(rows["sd15"][2].split()[0]) > 0
     assert rows["sdxl"][2] == ""
+
+
+def test_sdxl_in_fp16_decodes_with_the_fp16_safe_vae_when_it_is_on_disk(models, images, fresh_pipelines,
+                                                                         monkeypatch):
+    import torch
+
+    from nstdiff.settings import get_settings
+    from tests.tiny_diffusion import _tiny_vae
+
+    monkeypatch.setenv("NSTDIFF_DIFFUSION_DTYPE", "fp16")
+    reload_settings()
+    events = []
+    without = stylize(text_request(images, steps=2, options={"model": "sdxl"}), progress=events.append)
+    assert any("sdxl-vae-fp16 is not on disk: the VAE decodes in fp32" in e.message for e in events)
+    fresh_pipelines.release()
+    fixed_vae = _tiny_vae(seed=42, scaling_factor=0.13025)
+    fixed_vae.save_pretrained(models / "diffusion" / "sdxl-vae-fp16")
+    try:
+        with_fix = stylize(text_request(images, steps=2, options={"model": "sdxl"}))
+        vae = fresh_pipelines.get("sdxl", torch.device("cpu"), get_settings(), print).pipeline.vae
+        assert vae.dtype == torch.float16
+        assert torch.equal(vae.decoder.conv_out.weight.float(), fixed_vae.decoder.conv_out.weight.half().float())
+        assert with_fix.image.tobytes() != without.image.tobytes()
+    finally:
+        import shutil
+
+        shutil.rmtree(models / "diffusion" / "sdxl-vae-fp16")
