@@ -314,7 +314,7 @@ def _train_lora(args: argparse.Namespace) -> int:
 
 
 def _lora_library(args: argparse.Namespace) -> int:
-    from nstdiff import loras
+    from nstdiff import kohya, loras
     from nstdiff.settings import get_settings
 
     if args.lora_command == "list":
@@ -325,7 +325,7 @@ def _lora_library(args: argparse.Namespace) -> int:
         loras.delete_lora(args.name)
         print(f"deleted {args.name}")
     elif args.lora_command == "export":
-        print(f"wrote {loras.export_kohya(args.name, args.output)}")
+        print(f"wrote {kohya.export_kohya(args.name, args.output)}")
     else:
         info = loras.import_lora(args.file, args.name, args.base or get_settings().diffusion_family, args.trigger)
         print(f"imported {info.name} ({info.file})")

@@ -160,7 +160,7 @@ class InProcessExecutor:
         return list_loras(self.settings)
 
     def lora(self, action: str, **arguments: Any) -> Any:
-        from nstdiff import loras
+        from nstdiff import kohya, loras
         from nstdiff.training import background
         from nstdiff.training.lora_data import LoraTraining
 
@@ -171,7 +171,7 @@ class InProcessExecutor:
             except ValidationError as exc:
                 raise InputError(f"invalid training settings: {format_validation_error(exc)}") from None
             return background.start_training(config, settings)
-        actions = {"rename": loras.rename_lora, "delete": loras.delete_lora, "export": loras.export_kohya,
+        actions = {"rename": loras.rename_lora, "delete": loras.delete_lora, "export": kohya.export_kohya,
                    "import": loras.import_lora, "jobs": background.training_states,
                    "files": background.training_files}
         if action not in actions:

@@ -224,7 +224,7 @@ def test_first_use_fetches_the_encoder_with_a_visible_message(images, tmp_path, 
 
 
 def test_cancel_reaches_waiting_jobs_and_never_later_or_finished_ones():
-    from ui.app import Jobs
+    from ui.jobs import Jobs
 
     jobs = Jobs()
     running = jobs.start("session", joined=1.0)

@@ -13,7 +13,8 @@ from PIL import Image
 
 from nstdiff import ImageStyleRequest, stylize
 from nstdiff.errors import InputError, ModelFileError
-from nstdiff.loras import delete_lora, export_kohya, get_lora, import_lora, list_loras, rename_lora
+from nstdiff.kohya import export_kohya
+from nstdiff.loras import delete_lora, get_lora, import_lora, list_loras, rename_lora
 from nstdiff.settings import reload_settings
 from tests.conftest import stripes
 from tests.tiny_diffusion import build_tiny_lora, build_tiny_sd, build_tiny_sdxl

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from nstdiff.errors import Cancelled, NstdiffError
-from nstdiff.executor import CancelToken, Executor, InProcessExecutor
+from nstdiff.executor import Executor, InProcessExecutor
 from nstdiff.registry import TABS_GROUP, plugins
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, RunResult
 from nstdiff.settings import Settings, get_settings
@@ -28,6 +26,7 @@ from nstdiff.store import HistoryEntry, Store, map_inputs
 from ui.diffusion_tabs import build_reference_tab, build_text_tab
 from ui.lora_tab import build_lora_tab
 from ui.files import GuardedBlocks, offer, uploaded
+from ui.jobs import Jobs, joined_at
 from ui.forms import OptionField, bounds, image_request, method_options, option_fields, painted_mask
 
 log = logging.getLogger(__name__)
@@ -55,52 +54,6 @@ def named_handler(fn: Callable[[dict[str, Any], gr.Request, gr.Progress], Any], 
            P("progress", P.POSITIONAL_OR_KEYWORD, default=gr.Progress())])
     handler.__annotations__ = {"request": gr.Request}  # Gradio finds the request by this annotation
     return handler
-
-
-class Jobs:
-    """The cancel tokens of each session's running jobs, and when the session last pressed Cancel: a job that joined
-    the queue before that moment never starts, so Cancel also reaches jobs still waiting (from the browser or the
-    API alike)."""
-
-    FORGET_AFTER = 24 * 3600.0  # seconds a Cancel is remembered for jobs still waiting
-
-    def __init__(self) -> None:
-        self._running: dict[str, set[CancelToken]] = {}
-        self._cancelled_at: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def start(self, session: str, joined: float | None) -> CancelToken:
-        """A token for a job of `session` that joined the queue at `joined` (monotonic seconds; None: unknown)."""
-        token = CancelToken()
-        with self._lock:
-            if joined is not None and joined <= self._cancelled_at.get(session, -math.inf):
-                token.cancel()
-            self._running.setdefault(session, set()).add(token)
-        return token
-
-    def finish(self, session: str, token: CancelToken) -> None:
-        with self._lock:
-            running = self._running.get(session, set())
-            running.discard(token)
-            if not running:
-                self._running.pop(session, None)
-
-    def cancel(self, session: str) -> int:
-        """Cancel the session's running jobs and the ones waiting in the queue; returns how many were running."""
-        now = time.monotonic()
-        with self._lock:
-            self._cancelled_at = {s: t for s, t in self._cancelled_at.items() if now - t < self.FORGET_AFTER}
-            self._cancelled_at[session] = now
-            tokens = list(self._running.get(session, ()))
-        for token in tokens:
-            token.cancel()
-        return len(tokens)
-
-
-def joined_at(caller: gr.Request | None) -> float | None:
-    """When the caller's job joined the queue: the server stamps every HTTP request (`ui/server.py`)."""
-    http = getattr(caller, "request", None) if caller is not None else None
-    return getattr(getattr(http, "state", None), "received", None)
 
 
 def progress_reporter(progress: gr.Progress) -> Callable[[ProgressEvent], None]:

@@ -97,10 +97,10 @@ class DiffusionMethod(ImageMethod):
         from nstdiff.loras import get_lora
 
         options = self.parse_options(request.options)
-        for ref in self.required_models(options, context.settings):
-            require(ref, context.settings)
         for use in options.loras:
             get_lora(use.name, context.settings)
+        for ref in self.required_models(options, context.settings):
+            require(ref, context.settings)
         return super().execute(request, context)
 
     def required_models(self, options: DiffusionOptions, settings: Settings) -> list[str]:
