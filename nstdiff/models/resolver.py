@@ -69,6 +69,7 @@ def _entry(name: str) -> ModelEntry:
 def _load_builtin_models() -> None:
     import nstdiff.diffusion.hub  # noqa: F401  (registers the diffusion catalogue's parts)
     import nstdiff.models.decoders  # noqa: F401  (registers the encoder and decoder weights)
+    import nstdiff.models.magenta  # noqa: F401  (registers the feed-forward style network)
 
 
 def model_file(name: str, settings: Settings | None = None) -> Path:
