@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODULES = ("nstdiff.methods.gram", "nstdiff.methods.adain", "nstdiff.methods.diffusion_text",
+BUILTIN_MODULES = ("nstdiff.methods.gram", "nstdiff.methods.adain", "nstdiff.methods.feedforward",
+                   "nstdiff.methods.diffusion_text",
                    "nstdiff.methods.diffusion_reference", "nstdiff.methods.chain")
 ENTRY_POINT_GROUP = "nstdiff.methods"
 COMMANDS_GROUP = "nstdiff.commands"

@@ -236,3 +236,9 @@ def test_cancel_reaches_waiting_jobs_and_never_later_or_finished_ones():
     finished = jobs.start("s2", joined=None)
     jobs.finish("s2", finished)
     assert jobs.cancel("s2") == 0 and not finished.cancelled
+
+
+def test_the_feed_forward_method_is_offered_and_says_how_to_get_its_model(client, images):
+    args = {**stylize_args(images), "method": "feedforward"}  # the dropdown refuses a method it does not offer
+    with pytest.raises(Exception, match="nstdiff models fetch magenta-arbitrary"):
+        client.predict(**args, api_name="/stylize")

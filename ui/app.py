@@ -23,7 +23,7 @@ from nstdiff.registry import TABS_GROUP, plugins
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, RunResult
 from nstdiff.settings import Settings, get_settings
 from nstdiff.store import HistoryEntry, Store, map_inputs
-from ui.diffusion_tabs import build_reference_tab, build_text_tab
+from ui.diffusion_tabs import OWN_TABS, build_reference_tab, build_text_tab
 from ui.lora_tab import build_lora_tab
 from ui.files import GuardedBlocks, offer, uploaded
 from ui.jobs import Jobs, joined_at
@@ -81,9 +81,10 @@ class App:
         self.store = Store(self.settings.outputs_dir)
         self.store.recover()  # a killed server may have left a half-stored result
         self.jobs = Jobs()
-        # the Image style tab: methods that take style images and an encoder (gram, adain, chain); the diffusion
-        # methods have their own tabs
-        self.image_methods = [m for m in self.executor.methods() if m.modality == "image" and m.uses_encoder]
+        # the Image style tab: methods that restyle with style images (gram, adain, feedforward, chain); the
+        # diffusion methods have their own tabs
+        self.image_methods = [m for m in self.executor.methods() if m.modality == "image"
+                              and m.style_images == "required" and m.name not in OWN_TABS]
         self.option_fields: list[OptionField] = [f for m in self.image_methods for f in option_fields(m)]
 
     # -- handlers --------------------------------------------------------------------------------------------

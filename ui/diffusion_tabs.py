@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ui.app import App
 
 STRUCTURES = [("off", "none"), ("edges (canny)", "canny"), ("depth", "depth")]
+OWN_TABS = ("diffusion-text", "diffusion-reference")  # methods with a tab of their own, not in Image style
 LORA_SLOTS = 3  # "My styles": up to this many of the person's LoRAs, each with its weight slider
 
 

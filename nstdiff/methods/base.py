@@ -56,6 +56,7 @@ class ImageJob:
     regions: RegionMasks | None = None
     prompt: str | None = None
     strength_is_default: bool = False  # the person did not set strength (a preset may suggest one)
+    style_scale: float = 1.0  # stroke size: the style images are already scaled by it; a method may use it too
 
 
 @dataclass
@@ -160,6 +161,7 @@ class ImageMethod(Method):
             regions=regions.at(height, width) if regions is not None else None,
             prompt=request.prompt,
             strength_is_default="strength" not in controls.model_fields_set,
+            style_scale=controls.style_scale,
         )
         loaded = time.perf_counter()
         output = self.transfer(job, options, context)

