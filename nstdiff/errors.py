@@ -26,13 +26,16 @@ class ModelNotFoundError(NstdiffError):
         self.name = name
         self.searched = [str(p) for p in searched]
         self.fix = fix
-        places = "\n".join(f"  - {p}" for p in self.searched) or "  (nowhere)"
+        places = "; ".join(self.searched) or "nowhere"
         why = f" ({reason})" if reason else ""
-        super().__init__(f"model '{name}' is not available{why}.\nSearched:\n{places}\nFix: {fix}")
+        super().__init__(f"model '{name}' is not available{why}; searched: {places}; fix: {fix}")
 
 
 class ModelFileError(NstdiffError):
-    """A weights file exists but is not what it should be (checksum, format, shapes)."""
+    """A weights file exists but is not what it should be (checksum, format, shapes): the user's file or download
+    is bad, so, like bad input, exit code 2."""
+
+    exit_code = 2
 
 
 class ResourceError(NstdiffError):

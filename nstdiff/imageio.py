@@ -33,7 +33,7 @@ def _describe(ref: Path | Image.Image, role: str) -> str:
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB: 16-bit and float scaled (not clipped), alpha composited on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         if image.mode == "F" and array.max() <= 1.0:
             high = 1.0
@@ -78,7 +78,7 @@ def load_image(ref: Path | str | Image.Image, role: str = "input", settings: Set
             ) from None
         except UnidentifiedImageError as exc:
             raise InputError(f"{what} is not a readable image ({exc}); use a PNG, JPEG, WebP, BMP or TIFF") from None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: e.g. a text chunk that inflates past Pillow's limit
             raise InputError(f"{what} is damaged or truncated ({exc}); re-export it and try again") from None
     pixels = image.width * image.height
     if pixels > settings.max_input_pixels:

@@ -172,7 +172,7 @@ def get_lora(name: str, settings: Settings | None = None, damaged_ok: bool = Fal
         close = difflib.get_close_matches(name, infos, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else (
             f"; the library has {', '.join(infos)}" if infos else "; the library is empty (train or import one)")
-        raise InputError(f"no LoRA named '{name}'{hint}")
+        raise InputError(f"no LoRA named {name!r}{hint}")
     info = infos[name]
     if info.damaged and not damaged_ok:
         raise InputError(f"LoRA '{name}' cannot be used: {info.damaged}. Delete it (nstdiff lora delete {name}) and "

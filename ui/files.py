@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 from gradio import processing_utils, utils
-from gradio.exceptions import InvalidPathError
+from gradio.exceptions import ComponentProcessingError, InvalidPathError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ class GuardedBlocks(gr.Blocks):
             return await super().process_api(*args, **kwargs)
         except InvalidPathError:
             raise gr.Error(NOT_UPLOADED, title="Check the inputs") from None
+        except ComponentProcessingError:  # e.g. text where a number goes
+            raise gr.Error("a value in this request does not fit its field (a number, a choice, a file); check the "
+                           "inputs", title="Check the inputs") from None
         except gr.Error as exc:
             exc.message = redact_paths(exc.message)
             raise

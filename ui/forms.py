@@ -1,6 +1,7 @@
 """Turning form values into typed requests, and typed models into widget settings. No Gradio, no torch: testable."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,13 @@ def painted_mask(editor_value: dict | None, tmp_dir: Path) -> Path | None:
     return path
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def image_request(
     *, method: str, content: str | None, styles: list[str], weights: str | None, size: int, steps: int | None,
     seed: int | None, encoder: str, strength: float, preserve_color: str, style_scale: float,
@@ -69,6 +77,8 @@ def image_request(
     controls: dict[str, Any] = {"strength": strength, "style_scale": style_scale}
     if content:
         controls.update(preserve_color=preserve_color, mask=mask)
+    if not all(_finite(v) for v in (size, steps or 0, seed or 0, strength, style_scale)):
+        raise InputError("size, steps, seed, strength and style scale must be numbers, not NaN or infinity")
     try:
         return ImageStyleRequest(
             method=method, content=content or None, size=int(size), steps=int(steps) if steps else None,

@@ -105,7 +105,11 @@ def build_lora_tab(app: "App") -> list:
     def export(name):
         exports = Path(settings.outputs_dir) / "lora-exports"  # one file per LoRA, replaced by the next export
         exports.mkdir(parents=True, exist_ok=True)
-        return offer(call("export", name=name, destination=exports / f"{check_lora_name(name)}_kohya.safetensors"))
+        try:
+            file_name = f"{check_lora_name(name)}_kohya.safetensors"  # checked before it becomes part of a path
+        except NstdiffError as exc:
+            raise gr.Error(str(exc), title="My styles")
+        return offer(call("export", name=name, destination=exports / file_name))
 
     def import_file(file, name, base, trigger):
         if not file:

@@ -144,6 +144,10 @@ def load_surface(path: str | Path, settings: Settings) -> Surface:
     for name, geometry in scene.geometry.items():
         if isinstance(geometry, trimesh.Trimesh):
             _check_coordinates(np.asarray(geometry.vertices, np.float64), what, name)
+            faces = np.asarray(geometry.faces)
+            if faces.size and (faces.min() < 0 or faces.max() >= len(geometry.vertices)):
+                raise InputError(f"{what}: mesh '{name}' has faces naming vertex {int(faces.max())}, but only "
+                                 f"{len(geometry.vertices)} vertices; the file is damaged — re-export it")
             geometry.process()  # what loading would have done: merge duplicate vertices
     meshes = []
     for node in scene.graph.nodes_geometry:
