@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(64, ge=1, le=4096, description="Largest file the app accepts.")
     auth_max_failures: int = Field(5, ge=1, description="Failed logins from one address before it must wait.")
     auth_lockout_seconds: float = Field(60.0, gt=0, description="How long failed logins count against an address.")
+    trust_proxy_headers: bool = Field(False, description="Take the client's address from X-Forwarded-For: only "
+                                      "behind a reverse proxy on this machine.")
     max_job_memory_gb: float | None = Field(
         None, gt=0, description="Memory one job may use; None: 80% of the memory free when it starts (GPU's on CUDA).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

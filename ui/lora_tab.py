@@ -129,7 +129,7 @@ def build_lora_tab(app: "App") -> list:
                     name = gr.Textbox(label="Name", placeholder="my-ink", elem_id="lora-name")
                     trigger = gr.Textbox(label="Trigger word (default: the name)", elem_id="lora-trigger")
                 base = gr.Dropdown([(t, n) for n, t in families.items()], value=settings.diffusion_family,
-                                   label="Base model", allow_custom_value=True, elem_id="lora-base")
+                                   label="Base model", elem_id="lora-base")
                 with gr.Row():
                     steps = gr.Number(label="Steps", value=1000, precision=0, minimum=1, maximum=200_000,
                                       elem_id="lora-steps")

@@ -33,28 +33,28 @@ class LoginThrottle:
         self._lock = threading.Lock()
 
     def _recent(self, client: str, now: float) -> deque[float]:
-        times = self._seen.setdefault(client, deque())
+        times = self._seen.pop(client, deque())
         while times and now - times[0] > self.window:
             times.popleft()
+        if times:  # addresses with nothing recent are forgotten: the table stays small
+            self._seen[client] = times
         return times
 
-    def wait(self, client: str) -> float:
-        """Seconds `client` must wait before trying again (0: it may try now)."""
+    def attempt(self, client: str) -> float:
+        """Seconds `client` must wait (0: go ahead). A login that may go ahead counts as a failure at once, so that
+        parallel guesses count too; `succeeded` takes it back."""
         now = time.monotonic()
         with self._lock:
             times = self._recent(client, now)
-            return self.window - (now - times[0]) if len(times) >= self.failures else 0.0
+            if len(times) >= self.failures:
+                return self.window - (now - times[0])
+            times.append(now)
+            self._seen[client] = times
+            return 0.0
 
-    def record(self, client: str, success: bool) -> None:
-        now = time.monotonic()
+    def succeeded(self, client: str) -> None:
         with self._lock:
-            times = self._recent(client, now)
-            if success:
-                times.clear()
-            else:
-                times.append(now)
-            if not times:
-                del self._seen[client]
+            self._seen.pop(client, None)
 
 
 def create_server(settings: Settings | None = None, executor: Executor | None = None,
@@ -70,14 +70,14 @@ def create_server(settings: Settings | None = None, executor: Executor | None = 
     async def stamp_and_throttle(request: Request, call_next):
         # when each request arrived: a job's queue-join time, so Cancel reaches jobs still waiting (ui/app.py Jobs)
         request.state.received = time.monotonic()
-        login = request.method == "POST" and request.url.path.rstrip("/").endswith("/login")
+        login = auth is not None and request.method == "POST" and request.url.path.rstrip("/").endswith("/login")
         client = request.client.host if request.client else "?"
-        if login and (wait := throttle.wait(client)):
+        if login and (wait := throttle.attempt(client)):
             return JSONResponse({"detail": f"Too many failed logins; try again in {wait:.0f} s."}, status_code=429,
                                 headers={"Retry-After": str(max(1, round(wait)))})
         response = await call_next(request)
-        if login and auth is not None:
-            throttle.record(client, success=response.status_code < 400)
+        if login and response.status_code < 400:
+            throttle.succeeded(client)
         return response
 
     @server.get("/healthz")
@@ -114,4 +114,6 @@ def serve(host: str | None = None, port: int | None = None, auth: tuple[str, str
     host, port = host or settings.server_host, port or settings.server_port
     server = create_server(settings, auth=auth)
     print(f"nstdiff app on http://{host}:{port}  (health: /healthz)", flush=True)
-    uvicorn.run(server, host=host, port=port, log_level=settings.log_level.lower())
+    # the client address the login throttle keys on comes from X-Forwarded-For only behind a proxy you run
+    uvicorn.run(server, host=host, port=port, log_level=settings.log_level.lower(),
+                proxy_headers=settings.trust_proxy_headers)

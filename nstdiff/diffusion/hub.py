@@ -109,9 +109,12 @@ def _register(name: str, part: Part, description: str) -> None:
     # a part another family registered already (same repository and files) is stored in that one's folder
     stored = next((other for other, known in _PARTS.items() if known == part), name)
     _PARTS[name] = part
-    size = load_catalogue().repos.get(part.repo, {})
+    sizes = load_catalogue().repos.get(part.repo, {})
+    if "fp16" in sizes and len(sizes) > 1:
+        description += f" ({sizes['fp16']:.0f} MB as fp16 on a GPU)"
     register_model(ModelEntry(name, "diffusion", description, stored, _fetcher(part), source=part.repo,
-                              size_mb=min(size.values(), default=0.0), folder=FOLDER, complete=part.complete))
+                              size_mb=sizes.get("fp32", sizes.get("fp16", 0.0)), folder=FOLDER,
+                              complete=part.complete))
 
 
 def _register_catalogue() -> None:
@@ -202,7 +205,7 @@ def resolve_repo(ref: str, settings: Settings | None = None, message: Message | 
             return local
         searched.append(local)
     elif _is_repo_id(ref):
-        part = Part(ref, weights)
+        part = Part(ref, weights, variants=("fp32", "fp16"))  # an unknown repository may have either
         searched.append(folder)
     else:
         raise ModelNotFoundError(ref, [folder], f"give a model family ({', '.join(load_catalogue().families)}), a "
@@ -236,7 +239,7 @@ def require(ref: str, settings: Settings | None = None) -> None:
     if ref in _PARTS:
         if not locally_available(ref, settings):
             resolve_repo(ref, settings)  # raises, naming the places searched and the fetch command
-    elif not _is_repo_id(ref) or _hf_cached(Part(ref, None), "fp32") is None:
+    elif not _is_repo_id(ref) or _hf_cached(Part(ref, None, variants=("fp32", "fp16")), "fp32") is None:
         resolve_repo(ref, settings)
 
 

