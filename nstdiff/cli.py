@@ -84,8 +84,11 @@ def _common_image_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
                         help="a LoRA from your library with its blend weight (repeat to blend; diffusion methods)")
     parser.add_argument("--method", default="auto", help="method name (see `nstdiff methods`), or auto: a text style "
-                        "goes to diffusion-text, a style image to gram (diffusion-reference on a GPU with a ready "
-                        "model); diffusion: the diffusion method for the inputs given")
+                        "goes to diffusion-text, a style image to diffusion-reference on a GPU with a ready model, "
+                        "else by --quality; diffusion: the diffusion method for the inputs given")
+    quality = ImageStyleRequest.model_fields["quality"]
+    parser.add_argument("--quality", choices=["fast", "balanced", "best"], default=quality.default,
+                        help=quality.description)
     parser.add_argument("--size", type=int, default=ImageStyleRequest.model_fields["size"].default,
                         help=ImageStyleRequest.model_fields["size"].description)
     parser.add_argument("--steps", type=int, help="optimisation steps (default: the method's)")
@@ -239,6 +242,7 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
         size=args.size,
         steps=args.steps,
         seed=args.seed,
+        quality=args.quality,
         encoder=args.encoder,
         controls=controls,
         options=options,

@@ -188,8 +188,8 @@ class InProcessExecutor:
                     request.model_dump() if isinstance(request, BaseModel) else request)
             except ValidationError as exc:
                 raise InputError(f"invalid request: {format_validation_error(exc)}") from None
-            name, routed = route(image_request, settings)
-            request = image_request.model_copy(update={"method": name})
+            name, routed, fields = route(image_request, settings)
+            request = image_request.model_copy(update={**fields, "method": name})
         method = get_method(name)
         if not isinstance(request, method.request_model):
             try:

@@ -1,36 +1,59 @@
 """`method=auto` and `method=diffusion`: which registered method a request goes to, and why.
 
 auto: a text style (prompt or preset) without a style image → diffusion-text; a style image → diffusion-reference
-when a diffusion model and its IP-Adapter are ready locally and a GPU is present, else the classic Gram method.
+when a diffusion model and its IP-Adapter are ready locally and a GPU is present; else, by `quality`, the feed-forward
+network (fast), its result refined by a short Gram optimisation (balanced) or a full one (best) — the feed-forward
+start only where its weights can be had, else Gram from the photo.
 diffusion: diffusion-reference with a style image, diffusion-text without. The reason goes into the result's notes.
 """
 from __future__ import annotations
+
+from typing import Any
 
 from nstdiff.errors import InputError
 from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings
 
 ROUTED = ("auto", "diffusion")
+# what `quality` means for a classic run: (method, its options, steps); measured in benchmarks/quality_benchmark.py
+CLASSIC_QUALITY = {"fast": ("feedforward", {}, None),
+                   "balanced": ("gram", {"init": "feedforward", "pyramid_levels": 1}, 40),
+                   "best": ("gram", {"init": "feedforward"}, None)}
 
 
-def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str]:
-    """(method name, reason) for a request whose method is one of `ROUTED`."""
+def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str, dict[str, Any]]:
+    """(method name, reason, request fields to set unless the request sets them) for a request whose method is one
+    of `ROUTED`."""
     if request.method == "diffusion":
         if request.styles:
-            return "diffusion-reference", "method diffusion → diffusion-reference (a style image was given)"
-        return "diffusion-text", "method diffusion → diffusion-text (a text style was given)"
+            return "diffusion-reference", "method diffusion → diffusion-reference (a style image was given)", {}
+        return "diffusion-text", "method diffusion → diffusion-text (a text style was given)", {}
     if not request.styles:
-        return "diffusion-text", "method auto → diffusion-text (a text style, no style image)"
+        return "diffusion-text", "method auto → diffusion-text (a text style, no style image)", {}
     ready, why_not = reference_ready(request.options.get("model") or settings.diffusion_family, settings)
     if ready:
-        return "diffusion-reference", "method auto → diffusion-reference (a style image, a GPU and a ready model)"
+        return "diffusion-reference", "method auto → diffusion-reference (a style image, a GPU and a ready model)", {}
     diffusion_only = [name for name in ("preset", "model", "negative_prompt", "guidance", "structure", "fast", "loras")
                       if name in request.options]
     if request.prompt is not None or diffusion_only:
         asked = "a text prompt" if request.prompt is not None else f"diffusion options ({', '.join(diffusion_only)})"
         raise InputError(f"a style image with {asked} needs diffusion-reference, which cannot run here: {why_not}. "
                          "Drop them to use the classic Gram method.")
-    return "gram", f"method auto → gram (a style image; diffusion-reference not used: {why_not})"
+    method, options, steps = CLASSIC_QUALITY[request.quality]
+    if not feedforward_available(settings):
+        method, options, steps = "gram", {}, CLASSIC_QUALITY["balanced"][2] if request.quality != "best" else None
+        why_not += "; the feed-forward weights are not on disk and downloads are off"
+    fields = {"options": {**options, **request.options}} if options else {}
+    if steps is not None and request.steps is None:
+        fields["steps"] = steps
+    return method, f"method auto → {method} (quality {request.quality}; diffusion-reference not used: {why_not})", \
+        fields
+
+
+def feedforward_available(settings: Settings) -> bool:
+    from nstdiff.models import model_status
+
+    return settings.downloads_allowed or model_status("magenta-arbitrary", settings).ready
 
 
 def reference_ready(family: str, settings: Settings) -> tuple[bool, str]:

@@ -10,7 +10,7 @@ import time
 from abc import abstractmethod
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
@@ -86,6 +86,9 @@ class ImageStyleRequest(Frozen):
                          "random.")
     controls: Controls = Field(default_factory=Controls)
     options: dict[str, Any] = Field(default_factory=dict, description="Method-specific options (validated by it).")
+    quality: Literal["fast", "balanced", "best"] = Field(
+        "balanced", description="For method auto with a style image, without a GPU: fast = the feed-forward network "
+        "(under a second), balanced = its result refined by a short Gram optimisation, best = a full one.")
 
     @model_validator(mode="before")
     @classmethod

@@ -106,3 +106,38 @@ def test_the_trained_network_paints_the_photo_in_the_paintings_colours(magenta_r
     r0, g0, b0 = mean_rgb(original)
     assert b - r > (b0 - r0) + 30  # bluer than the photo, by far
     assert np.abs(pixels(painted.image) - pixels(original)).mean() > 25
+
+
+def test_auto_follows_quality_on_a_cpu(random_magenta, images, isolated_settings):
+    from nstdiff.routing import route
+
+    def routed(**kwargs):
+        return route(ImageStyleRequest(content=images["content"], styles=[images["red"]], **kwargs), isolated_settings)
+
+    assert routed(quality="fast")[0] == "feedforward"
+    method, reason, fields = routed()  # balanced by default: the instant result, refined briefly
+    assert method == "gram" and fields == {"options": {"init": "feedforward", "pyramid_levels": 1}, "steps": 40}
+    assert "quality balanced" in reason and "no GPU" in reason
+    assert routed(quality="best")[2] == {"options": {"init": "feedforward"}}
+    mine = routed(steps=7, options={"init": "content"})[2]  # what the person sets wins
+    assert mine == {"options": {"init": "content", "pyramid_levels": 1}}
+
+
+def test_without_the_feed_forward_weights_auto_falls_back_to_gram(images, isolated_settings):
+    from nstdiff.routing import route
+
+    method, reason, fields = route(ImageStyleRequest(content=images["content"], styles=[images["red"]],
+                                                     quality="fast"), isolated_settings)
+    assert method == "gram" and fields == {"steps": 40} and "feed-forward weights are not on disk" in reason
+
+
+def test_gram_refines_the_feed_forward_result(random_magenta, images):
+    start = stylize(request(images, controls={"strength": 1.0}))
+    refined = stylize(ImageStyleRequest(method="gram", content=images["content"], styles=[images["red"]], size=48,
+                                        steps=2, seed=0, encoder="random", options={"init": "feedforward"}))
+    from_photo = stylize(ImageStyleRequest(method="gram", content=images["content"], styles=[images["red"]], size=48,
+                                           steps=2, seed=0, encoder="random"))
+    assert "gram: started from the feed-forward result" in refined.notes
+    # two steps move the image little: the refined result stays nearer its feed-forward start than the photo's run
+    assert np.abs(pixels(refined.image) - pixels(start.image)).mean() < \
+        np.abs(pixels(from_photo.image) - pixels(start.image)).mean()

@@ -6,6 +6,7 @@ within memory and time it runs coarse-to-fine: each pyramid level starts from th
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -20,7 +21,7 @@ from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutp
 from nstdiff.models.encoders import choose_encoder
 from nstdiff.optimise import optimise_image
 from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
-from nstdiff.registry import Capabilities, register_method
+from nstdiff.registry import Capabilities, get_method, register_method
 from nstdiff.schema import Frozen, ImageRef, ImageStyleRequest
 from nstdiff.settings import Settings
 
@@ -53,7 +54,8 @@ class GramOptions(Frozen):
     tv_weight: float = Field(3.0, ge=0, le=1e6, description="Total-variation smoothing.")
     optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     learning_rate: float = Field(0.02, gt=0, le=1.0, description="Adam step on the [0, 1] pixel scale.")
-    init: Literal["content", "noise", "image"] = "content"
+    init: Literal["content", "noise", "image", "feedforward"] = Field(
+        "content", description="Start from the photo, noise, an image, or the feed-forward network's result.")
     init_image: ImageRef | None = None
     pyramid_levels: int | None = Field(None, ge=1, le=6, description="None: auto (coarsest side ≥ 128 px).")
 
@@ -150,6 +152,11 @@ class GramMethod(ImageMethod):
 
     def _initial_image(self, job, options, size, generator, context) -> torch.Tensor:
         height, width = size
+        if options.init == "feedforward" and job.content is not None:  # refine the instant result
+            first = get_method("feedforward")
+            start = first.transfer(replace(job, strength=1.0), first.parse_options({}), context).image
+            context.notes.append("gram: started from the feed-forward result")
+            return resize(start.to(context.device), height, width).detach()
         if options.init == "image":
             image = to_tensor(load_image(options.init_image, "init", context.settings), context.device)
             return resize(image, height, width)
