@@ -1,6 +1,7 @@
 """AdaIN: the operation, both variants, decoders and their files (random encoder and decoder, tiny sizes)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,13 @@ def save_decoder(settings, encoder="random", width_divisor=4, path=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     save_safetensors(AdaINDecoder(width_divisor), path, {"encoder": encoder})
     return path
+
+
+def test_the_method_is_called_fast_only_with_a_trained_decoder():
+    from nstdiff.methods.adain import AdaINMethod
+
+    assert "fast" not in AdaINMethod.description.lower()
+    assert "one pass with a trained decoder (when one is on disk), else a short optimisation" in AdaINMethod.description
 
 
 def test_optimisation_variant_runs_without_a_decoder_and_lowers_its_loss(images):
@@ -200,6 +208,24 @@ def test_auto_prefers_the_papers_pair_once_both_are_ready(images, papers_weights
     result = stylize(request(images, encoder="auto"))
     assert result.encoder == "vgg19-normalised" and result.parameters["options"]["variant"] == "decoder"
     assert "encoder auto → vgg19-normalised (its AdaIN decoder is ready)" in result.notes
+
+
+def test_auto_optimises_with_a_reason_when_the_papers_decoder_cannot_be_fetched(images, papers_weights, tmp_path,
+                                                                               monkeypatch):
+    from nstdiff.models import decoders, fetch_model
+    from nstdiff.settings import reload_settings
+
+    fetch_model("vgg19-normalised", source=papers_weights[2])
+    monkeypatch.setattr(decoders, "PUBLIC_DECODER_URL", (tmp_path / "unreachable" / "decoder.pth").as_uri())
+    for allowed, reason in [("1", "fetch failed: URLError"), ("0", "downloads are disabled")]:
+        monkeypatch.setenv("NSTDIFF_ALLOW_DOWNLOADS", allowed)  # allowed, but offline: the fetch itself fails
+        reload_settings()
+        result = stylize(request(images, encoder="vgg19-normalised", steps=2))
+        assert result.parameters["options"]["variant"] == "optimise"
+        assert any(re.match(f"adain variant: optimise \\(2 steps; the paper's decoder could not be had: .*{reason}",
+                            note) for note in result.notes)
+    with pytest.raises(ModelNotFoundError, match="downloads are disabled"):  # asked for by name: still an error
+        stylize(request(images, encoder="vgg19-normalised", options={"variant": "decoder"}))
 
 
 def test_an_unpinned_checkpoint_is_never_unpickled(tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ def test_loss_falls_and_the_method_uses_the_trained_decoder(folders, isolated_se
     assert result.parameters["options"]["variant"] == "decoder"
 
 
-def test_a_stopped_run_resumes_from_its_last_checkpoint(folders):
+def test_a_stopped_run_resumes_from_its_last_checkpoint_and_logs_each_step_once(folders, isolated_settings):
     cancel, stop_at_13, _ = cancel_at(13, stage="train")
 
     with pytest.raises(Cancelled):
@@ -53,6 +53,40 @@ def test_a_stopped_run_resumes_from_its_last_checkpoint(folders):
     assert report.start_step == 10  # the checkpoint before the interruption
     assert [e.step for e in events if e.stage == "train"][0] == 11
     assert any("resuming from step 10" in e.message for e in events)
+    rows = list(csv.DictReader(open(report.path.with_name("random.loss.csv"))))
+    assert [int(row["step"]) for row in rows] == list(range(1, 31))  # steps 11-13 were run again, logged once
+
+
+def test_a_cancel_says_which_checkpoint_is_kept(folders, isolated_settings):
+    checkpoint = decoder_path("random", isolated_settings).with_name("random.checkpoint.safetensors")
+    for stop, kept in [(3, "no checkpoint was reached yet: the next run starts afresh"),
+                       (7, f"{checkpoint} (step 5) is kept: run the same command again to resume from it")]:
+        cancel, stop_there, _ = cancel_at(stop, stage="train")
+        with pytest.raises(Cancelled) as stopped:
+            train_decoder(config(folders, steps=30, checkpoint_every=5), progress=stop_there, cancel=cancel)
+        assert str(stopped.value) == f"cancelled at step {stop}/30; {kept}"
+
+
+def test_trained_decoders_are_listed_with_where_they_are(folders, isolated_settings, capsys):
+    from nstdiff.cli import main
+    from nstdiff.executor import InProcessExecutor
+
+    def listed():
+        return {m.name: m for m in InProcessExecutor(isolated_settings).models()}
+
+    cancel, stop_at_5, _ = cancel_at(5, stage="train")
+    with pytest.raises(Cancelled):
+        train_decoder(config(folders, steps=6, checkpoint_every=5), progress=stop_at_5, cancel=cancel)
+    stopped = listed()["adain-random"]
+    assert not stopped.ready and stopped.path.name == "random.checkpoint.safetensors"
+    assert "stopped at step 5" in stopped.description
+    report = train_decoder(config(folders, steps=6, checkpoint_every=5))
+    trained = listed()["adain-random"]
+    assert trained.ready and trained.path == report.path and trained.kind == "decoder"
+    assert "6 steps on 4 content and 4 style images" in trained.description
+    assert main(["models", "list"]) == 0
+    assert any(line.startswith("adain-random ") and str(report.path) in line
+               for line in capsys.readouterr().out.splitlines())
 
 
 def test_empty_or_missing_folders(folders, tmp_path):

@@ -299,7 +299,8 @@ class App:
             with gr.Tab("Models", id="models") as models_tab:
                 table = gr.Dataframe(headers=["name", "status", "in memory", "file", "description"], interactive=False)
                 with gr.Row():
-                    model_name = gr.Dropdown([m.name for m in self.executor.models()], label="Model")
+                    model_name = gr.Dropdown([m.name for m in self.executor.models() if m.fetchable],
+                                             label="Model")
                     fetch = gr.Button("Fetch")
                 fetch_log = gr.Textbox(label="Fetch log", lines=3)
 

@@ -4,7 +4,8 @@
 
 per channel, over positions: the content features take the style features' mean and standard deviation. With a
 decoder trained for the encoder, one forward pass gives the image, T = Σ_s w_s AdaIN(f(c), f(s)) blended with f(c)
-by α, out = g(α T + (1 − α) f(c)) (§7: content-style trade-off, style interpolation, spatial control).
+by α, out = g(α T + (1 − α) f(c)) (§7: content-style trade-off, style interpolation, spatial control). That pass
+is fast only with a trained decoder: one made by `nstdiff adain train`, or the paper's (for `vgg19-normalised`).
 
 Without a decoder (e.g. for the offline `vgg16`) the image itself is optimised so that its features match the same
 AdaIN targets at several layers: L = Σ_l ‖f_l(x) − T_l‖² / ‖T_l‖², with a total-variation smoother. AdaIN thus always
@@ -25,7 +26,7 @@ from nstdiff.executor import RunContext
 from nstdiff.losses import FeatureContentLoss, total_variation
 from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, encoder_profile, inference_bytes,
                                   optimising_run_bytes)
-from nstdiff.models.decoders import decoder_available, load_decoder, public_decoder_ready
+from nstdiff.models.decoders import AdaINDecoder, choose_decoder, decoder_on_disk, public_decoder_ready
 from nstdiff.models.encoders import VGGEncoder, choose_encoder
 from nstdiff.optimise import optimise_image
 from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
@@ -48,7 +49,8 @@ ACTIVATION_FACTOR = 1.3
 
 class AdaINOptions(Frozen):
     variant: Literal["auto", "decoder", "optimise"] = Field(
-        "auto", description="decoder: one forward pass; optimise: no decoder needed; auto: decoder when one exists.")
+        "auto", description="decoder: one forward pass with a trained decoder; optimise: no decoder needed; auto: the "
+                            "decoder when one is on disk (or the paper's can be fetched now), else optimise.")
     alpha: float | None = Field(None, ge=0, le=1, description="Content/style trade-off; None = the strength control.")
     decoder: Path | None = Field(None, description="A decoder file; default: the one trained for the encoder.")
     layers: list[str] = Field(["relu1_1", "relu2_1", "relu3_1", "relu4_1"], min_length=1, max_length=16,
@@ -111,19 +113,20 @@ def public_pair(encoder: str, options: AdaINOptions, settings: Settings) -> str 
     return None
 
 
-def resolve_variant(options: AdaINOptions, encoder: str, settings: Settings) -> str:
-    """`decoder` or `optimise`: auto takes the decoder when one exists for `encoder`."""
+def expected_variant(options: AdaINOptions, encoder: str, settings: Settings) -> str:
+    """The variant to size memory for: auto counts only a decoder on disk, since a fetch may fail and then the run
+    optimises (which needs more memory)."""
     if options.variant != "auto":
         return options.variant
-    has_decoder = options.decoder is not None or decoder_available(encoder, settings)
-    return "decoder" if has_decoder else "optimise"
+    return "decoder" if options.decoder is not None or decoder_on_disk(encoder, settings) else "optimise"
 
 
 @register_method
 class AdaINMethod(ImageMethod):
     name = "adain"
     title = "AdaIN (Huang & Belongie)"
-    description = "Fast arbitrary style transfer: one pass with a trained decoder, or a short optimisation without."
+    description = ("Arbitrary style transfer: one pass with a trained decoder (when one is on disk), else a short "
+                   "optimisation.")
     options_model = AdaINOptions
     capabilities = Capabilities(needs_content=True, masks=True, color_controls=True, uses_encoder=True)
     default_steps = 50  # ≈ 10-12 s at 256 px on 2 CPU cores with vgg16 (coarse-to-fine)
@@ -131,7 +134,7 @@ class AdaINMethod(ImageMethod):
     def peak_bytes(self, request: ImageStyleRequest, options: AdaINOptions, shape: Footprint,
                    settings: Settings) -> float:
         encoder = choose_encoder(public_pair(request.encoder, options, settings) or request.encoder, settings)[0]
-        if resolve_variant(options, encoder, settings) == "decoder":
+        if expected_variant(options, encoder, settings) == "decoder":
             profile = encoder_profile(encoder, [DECODER_LAYER])
             return shape.fixed_bytes(profile) + inference_bytes(max([shape.pixels, *shape.style_pixels]), profile)
         return optimising_run_bytes(shape, encoder_profile(encoder, [*options.layers, DECODER_LAYER]),
@@ -146,19 +149,21 @@ class AdaINMethod(ImageMethod):
         encoder = self.encoder(job, context)
         net = encoder.module
         alpha = job.strength if options.alpha is None else options.alpha
-        variant = resolve_variant(options, encoder.name, context.settings)
+        decoder = choose_decoder(options.variant, options.decoder, encoder.name, net.width_divisor, context.settings,
+                                 context.message)
         regions = job.regions.styles.to(job.content) if job.regions is not None else None
-        if variant == "decoder":
-            image = self._decode(net, job, options, alpha, regions, encoder.name, context)
-            losses: dict[str, float] = {}
-        else:
+        if isinstance(decoder, str):  # why there is no decoder
+            variant = "optimise"
             image, losses = self._optimise(net, job, options, alpha, regions, context)
-            context.notes.append(f"adain variant: optimise ({job.steps or self.default_steps} steps; no decoder used)")
+            context.notes.append(f"adain variant: optimise ({job.steps or self.default_steps} steps; {decoder})")
+        else:
+            variant, losses = "decoder", {}
+            image = self._decode(net, *decoder, job, options, alpha, regions, context)
         resolved = options.model_copy(update={"variant": variant, "alpha": alpha})
         return TransferOutput(image=image, losses=losses, encoder=encoder.name, options=resolved)
 
-    def _decode(self, net: VGGEncoder, job, options, alpha, regions, encoder_name, context) -> torch.Tensor:
-        decoder, path = load_decoder(encoder_name, net.width_divisor, options.decoder, context.settings, context.message)
+    def _decode(self, net: VGGEncoder, decoder: AdaINDecoder, path: Path, job, options, alpha, regions,
+                context) -> torch.Tensor:
         decoder = decoder.to(context.device)
         dtype = feed_forward_dtype(options.precision, context.device)
         context.notes.append(f"adain variant: decoder ({path.name}, {str(dtype or torch.float32).split('.')[-1]})")

@@ -6,6 +6,9 @@ safetensors whose metadata names that encoder, in `<models_dir>/adain/<encoder>.
 
 The decoder published with the paper's code (`decoder.pth`, for the normalised VGG19) has exactly this layout; it is
 a registered model (`adain-vgg19-normalised`), fetched, checked by sha256 and converted like the encoders.
+
+AdaIN's `auto` variant uses a decoder only when it is on disk, or is the paper's one and its fetch succeeds now;
+otherwise the method optimises, and its notes say why.
 """
 from __future__ import annotations
 
@@ -13,15 +16,18 @@ import tempfile
 import threading
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from nstdiff.errors import ModelFileError, ModelNotFoundError
 from nstdiff.models.encoders import ADAIN_RELEASE, WIDTHS, load_pinned_checkpoint, sequential_convs
-from nstdiff.models.resolver import Message, ModelEntry, model_status, register_model, resolve_model
+from nstdiff.models.resolver import (Message, ModelEntry, ModelStatus, model_status, register_listing, register_model,
+                                    resolve_model)
 from nstdiff.models.weights import load_safetensors, load_tensors, save_safetensors
 from nstdiff.settings import Settings, get_settings
 
 DECODER_FOLDER = "adain"
+CHECKPOINT_SUFFIX = ".checkpoint.safetensors"  # training's resumable state, next to the decoder it becomes
 _CACHE: dict[tuple[str, int, int], tuple["AdaINDecoder", str]] = {}  # (file, mtime, width) → (decoder, its encoder)
 _CACHE_LOCK = threading.Lock()
 # (name, in, out) from relu4_1 back to RGB; "up" doubles the size. Widths mirror VGG's blocks 4 → 1.
@@ -86,10 +92,25 @@ def decoder_path(encoder: str, settings: Settings | None = None) -> Path:
     return settings.models_path / DECODER_FOLDER / f"{encoder}.safetensors"
 
 
-def decoder_available(encoder: str, settings: Settings | None = None) -> bool:
-    """A decoder for `encoder` is on disk, or is a public one that may be fetched now."""
-    settings = settings or get_settings()
-    return decoder_path(encoder, settings).is_file() or (encoder in PUBLIC_DECODERS and settings.downloads_allowed)
+def decoder_on_disk(encoder: str, settings: Settings | None = None) -> bool:
+    """A decoder for `encoder` (trained, or the paper's already fetched) is in the models folder."""
+    return decoder_path(encoder, settings).is_file()
+
+
+def choose_decoder(variant: str, explicit: Path | None, encoder: str, width_divisor: int, settings: Settings,
+                   message: Message | None = None) -> tuple[AdaINDecoder, Path] | str:
+    """The decoder an AdaIN run in `variant` uses, or why it optimises instead. `decoder` (or an explicit file) must
+    load; `auto` falls back when no decoder is on disk and the paper's one cannot be fetched now (offline, say)."""
+    if variant == "optimise":
+        return "as asked"
+    if variant == "auto" and explicit is None and not decoder_on_disk(encoder, settings):
+        if encoder not in PUBLIC_DECODERS:
+            return f"no decoder for {encoder} on disk; `nstdiff adain train` makes one"
+        try:
+            resolve_model(PUBLIC_DECODERS[encoder], settings=settings, message=message)
+        except (ModelNotFoundError, ModelFileError) as exc:
+            return f"the paper's decoder could not be had: {exc}"
+    return load_decoder(encoder, width_divisor, explicit, settings, message)
 
 
 def public_decoder_ready(settings: Settings | None = None) -> str | None:
@@ -127,3 +148,39 @@ def load_decoder(encoder: str, width_divisor: int, explicit: Path | None = None,
     if made_for != encoder:
         raise ModelFileError(f"'{path}' is a decoder for encoder '{made_for}', not '{encoder}'")
     return decoder, path
+
+
+def trained_decoders(settings: Settings) -> list[ModelStatus]:
+    """Decoders made by `nstdiff adain train` in the models folder, and runs stopped before their decoder was written
+    (their checkpoint, not ready), for `nstdiff models list`. The paper's decoder has its registered entry."""
+    registered = {decoder_path(encoder, settings) for encoder in PUBLIC_DECODERS}
+    rows = []
+    for path in sorted((settings.models_path / DECODER_FOLDER).glob("*.safetensors")):
+        stem = path.name.removesuffix(CHECKPOINT_SUFFIX).removesuffix(".safetensors")
+        decoder = path.with_name(stem + ".safetensors")
+        if path in registered or (path != decoder and decoder.is_file()):
+            continue  # listed by its registered entry, or by the decoder this checkpoint became
+        metadata = _metadata(path)
+        if metadata is None:
+            ready, about = False, "damaged file"
+        elif path != decoder:
+            ready, about = False, f"stopped at step {metadata.get('step', '?')}; `nstdiff adain train` resumes it"
+        else:
+            ready, about = True, (f"{metadata.get('steps', '?')} steps on {metadata.get('content_images', '?')} "
+                                  f"content and {metadata.get('style_images', '?')} style images")
+        encoder = (metadata or {}).get("encoder", stem)
+        rows.append(ModelStatus(f"adain-{encoder}", "decoder", f"AdaIN decoder trained for encoder {encoder} ({about})",
+                                ready, path, "nstdiff adain train", fetchable=False))
+    return rows
+
+
+def _metadata(path: Path) -> dict[str, str] | None:
+    """The file's metadata (its header only is read), or None when it is damaged: listed as such, not fatal."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except (OSError, SafetensorError):
+        return None
+
+
+register_listing(trained_decoders)

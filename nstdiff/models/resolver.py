@@ -50,14 +50,21 @@ class ModelStatus:
     ready: bool
     path: Path
     source: str
+    fetchable: bool = True  # False: made on this machine (a trained decoder), not fetched
 
 
 _MODELS: dict[str, ModelEntry] = {}
+# models found as files rather than registered (decoders made by `nstdiff adain train`), for the listing only
+_LISTINGS: list[Callable[[Settings], list[ModelStatus]]] = []
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
     _MODELS[entry.name] = entry
     return entry
+
+
+def register_listing(listing: Callable[[Settings], list[ModelStatus]]) -> None:
+    _LISTINGS.append(listing)
 
 
 def _entry(name: str) -> ModelEntry:
@@ -89,7 +96,9 @@ def model_status(name: str, settings: Settings | None = None) -> ModelStatus:
 
 def list_models(settings: Settings | None = None) -> list[ModelStatus]:
     _load_builtin_models()
-    return [model_status(name, settings) for name in sorted(_MODELS)]
+    settings = settings or get_settings()
+    found = [status for listing in _LISTINGS for status in listing(settings)]
+    return [model_status(name, settings) for name in sorted(_MODELS)] + found
 
 
 def fetch_model(

@@ -3,11 +3,13 @@
 For content c and style s: t = AdaIN(f(c), f(s)) at relu4_1, g = decoder(t), and
     L = ‖f(g) − t‖² + λ Σ_l ‖μ(f_l(g)) − μ(f_l(s))‖² + ‖σ(f_l(g)) − σ(f_l(s))‖²   (l = relu1_1 … relu4_1).
 Checkpoints (weights, Adam state and step, all safetensors: nothing is unpickled) let an interrupted run resume;
-every step's losses go to a CSV next to the decoder. Runs on one device as is, on several with `accelerate launch`.
+every step's losses go to a CSV next to the decoder, cut back to the checkpoint's step on resume. Runs on one
+device as is, on several with `accelerate launch`.
 """
 from __future__ import annotations
 
 import csv
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -18,12 +20,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from safetensors import safe_open
 
-from nstdiff.errors import InputError
+from nstdiff.errors import Cancelled, InputError
 from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.imageio import load_image
 from nstdiff.methods.adain import DECODER_LAYER, adain, mean_std
 from nstdiff.methods.base import to_tensor
-from nstdiff.models.decoders import AdaINDecoder, decoder_path
+from nstdiff.models.decoders import CHECKPOINT_SUFFIX, AdaINDecoder, decoder_path
 from nstdiff.models.encoders import load_encoder
 from nstdiff.models.weights import save_safetensors, save_tensors
 from nstdiff.schema import Frozen
@@ -115,6 +117,17 @@ def _load_checkpoint(path: Path, decoder, optimizer) -> int:
     return step
 
 
+def _start_loss_log(path: Path, start: int) -> None:
+    """Keep the rows up to `start`, the step training resumes after: the steps past the checkpoint are run again."""
+    header = ["step", "loss", "content", "style", "seconds"]
+    kept = []
+    if start and path.is_file():
+        with open(path, newline="") as old:
+            kept = [row for row in csv.reader(old) if row and row[0].isdigit() and int(row[0]) <= start]
+    with open(path, "w", newline="") as log_file:
+        csv.writer(log_file).writerows([header, *kept])
+
+
 def train_decoder(config: DecoderTraining, progress: ProgressCallback | None = None,
                   cancel: CancelToken | None = None, settings: Settings | None = None) -> TrainingReport:
     from accelerate import Accelerator
@@ -133,7 +146,7 @@ def train_decoder(config: DecoderTraining, progress: ProgressCallback | None = N
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.learning_rate)
     output = config.output or decoder_path(encoder.name, settings)
     output.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = output.with_name(output.stem + ".checkpoint.safetensors")
+    checkpoint = output.with_name(output.stem + CHECKPOINT_SUFFIX)
     log_path = output.with_name(output.stem + ".loss.csv")
     start = _load_checkpoint(checkpoint, decoder, optimizer) if checkpoint.is_file() else 0
     if start:
@@ -141,33 +154,44 @@ def train_decoder(config: DecoderTraining, progress: ProgressCallback | None = N
     decoder, optimizer = accelerator.prepare(decoder, optimizer)
     net, layers = encoder.module, sorted({*STYLE_LAYERS, DECODER_LAYER})
     losses: list[float] = []
-    with open(log_path, "a", newline="") as log_file:
-        log = csv.writer(log_file)
-        if start == 0:
-            log.writerow(["step", "loss", "content", "style", "seconds"])
-        started = time.perf_counter()
-        for step in range(start + 1, config.steps + 1):
-            content = contents.batch(config.batch).to(accelerator.device)
-            style = styles.batch(config.batch).to(accelerator.device)
-            with torch.no_grad():
-                style_features = net(style, layers)
-                target = adain(net(content, [DECODER_LAYER])[DECODER_LAYER], style_features[DECODER_LAYER])
-            generated = net(decoder(target), layers)  # no clamp: it would zero the gradients of an untrained decoder
-            content_loss = F.mse_loss(generated[DECODER_LAYER], target)
-            style_loss = sum(F.mse_loss(a, b) for layer in STYLE_LAYERS
-                             for a, b in zip(mean_std(generated[layer]), mean_std(style_features[layer])))
-            loss = content_loss + config.style_weight * style_loss
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            log.writerow([step, f"{losses[-1]:.6g}", f"{float(content_loss.detach()):.6g}", f"{float(style_loss.detach()):.6g}",
-                          f"{time.perf_counter() - started:.2f}"])
-            if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
-                _save_checkpoint(checkpoint, accelerator.unwrap_model(decoder), optimizer, step)
-                log_file.flush()
-            context.step(step, config.steps, {"loss": losses[-1], "content": float(content_loss.detach()),
-                                              "style": float(style_loss.detach())}, stage="train")
+    done = saved = start  # the last step trained, and the step of the checkpoint on disk
+    if accelerator.is_main_process:
+        _start_loss_log(log_path, start)
+    try:
+        with open(log_path if accelerator.is_main_process else os.devnull, "a", newline="") as log_file:
+            log = csv.writer(log_file)
+            started = time.perf_counter()
+            for step in range(start + 1, config.steps + 1):
+                content = contents.batch(config.batch).to(accelerator.device)
+                style = styles.batch(config.batch).to(accelerator.device)
+                with torch.no_grad():
+                    style_features = net(style, layers)
+                    target = adain(net(content, [DECODER_LAYER])[DECODER_LAYER], style_features[DECODER_LAYER])
+                generated = net(decoder(target), layers)  # no clamp: it would zero an untrained decoder's gradients
+                content_loss = F.mse_loss(generated[DECODER_LAYER], target)
+                style_loss = sum(F.mse_loss(a, b) for layer in STYLE_LAYERS
+                                 for a, b in zip(mean_std(generated[layer]), mean_std(style_features[layer])))
+                loss = content_loss + config.style_weight * style_loss
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                parts = {"loss": losses[-1], "content": float(content_loss.detach()),
+                         "style": float(style_loss.detach())}
+                log.writerow([step, *(f"{value:.6g}" for value in parts.values()),
+                              f"{time.perf_counter() - started:.2f}"])
+                done = step
+                if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
+                    _save_checkpoint(checkpoint, accelerator.unwrap_model(decoder), optimizer, step)
+                    saved = step
+                    log_file.flush()
+                context.step(step, config.steps, parts, stage="train")
+    except (Cancelled, KeyboardInterrupt):
+        stopped = Cancelled(done, config.steps)
+        stopped.args = (f"cancelled at step {done}/{config.steps}; " + (
+            f"{checkpoint} (step {saved}) is kept: run the same command again to resume from it" if saved else
+            "no checkpoint was reached yet: the next run starts afresh"),)
+        raise stopped from None
     if accelerator.is_main_process:
         metadata = {"encoder": encoder.name, "steps": str(config.steps), "style_weight": str(config.style_weight),
                     "content_images": str(len(contents.images)), "style_images": str(len(styles.images)),
