@@ -37,7 +37,7 @@ def test_attention_slicing_never_breaks_the_ip_adapter(models, images, fresh_pip
 def test_offload_is_set_on_each_runs_pipeline_after_its_adapters(models, images, fresh_pipelines, monkeypatch):
     from diffusers import DiffusionPipeline
 
-    from nstdiff.diffusion import method, pipelines
+    from nstdiff.diffusion import pipelines, structure
 
     calls = []
 
@@ -45,7 +45,7 @@ def test_offload_is_set_on_each_runs_pipeline_after_its_adapters(models, images,
         calls.append((type(pipe).__name__, pipe.unet.encoder_hid_proj is not None, "controlnet" in pipe.components))
 
     monkeypatch.setattr(pipelines, "offloads", lambda settings, device: True)  # CUDA offload, recorded on the CPU
-    monkeypatch.setattr(method, "offloads", lambda settings, device: True)
+    monkeypatch.setattr(structure, "offloads", lambda settings, device: True)
     monkeypatch.setattr(DiffusionPipeline, "enable_model_cpu_offload", record)
     stylize(reference_request(images, structure="canny"))
     stylize(text_request(images, steps=2))

@@ -10,16 +10,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from PIL import Image
 from pydantic import Field, field_validator
 
-from nstdiff.diffusion.catalogue import Family, load_catalogue
-from nstdiff.diffusion.hub import load_variant, require, resolve_repo
-from nstdiff.diffusion.pipelines import (PIPELINES, LoadedModel, offloads, pick_dtype, prepare,
-                                        run_with_memory_retry)
+from nstdiff.diffusion.catalogue import load_catalogue
+from nstdiff.diffusion.hub import require, resolve_repo
+from nstdiff.diffusion.pipelines import PIPELINES, LoadedModel, prepare, run_with_memory_retry
 from nstdiff.diffusion.presets import Preset, get_preset
+from nstdiff.diffusion.structure import load_controlnet, structure_image
 from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_image, to_tensor
@@ -239,7 +238,7 @@ class DiffusionMethod(ImageMethod):
         `options.structure` when one is asked for. `arguments` adds method-specific pipeline arguments."""
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
-        controlnet = self.controlnet(model, options, context)
+        controlnet = load_controlnet(model, options.structure, context)
         extra = {"controlnet": controlnet} if controlnet is not None else {}
         arguments.update(prompt=prompting.prompt, negative_prompt=prompting.negative,
                          num_inference_steps=schedule.steps, guidance_scale=schedule.guidance,
@@ -252,7 +251,7 @@ class DiffusionMethod(ImageMethod):
             pipe = AutoPipelineForImage2Image.from_pipe(model.pipeline, **extra)
             arguments.update(image=content, strength=max(prompting.strength, MIN_STRENGTH))
             if controlnet is not None:
-                arguments.update(control_image=self.structure_image(model, content, options, context),
+                arguments.update(control_image=structure_image(model, content, options.structure, context),
                                  controlnet_conditioning_scale=options.structure_scale)
         pipe.scheduler = self.scheduler_for(model, options)
         pipe.set_progress_bar_config(disable=True)
@@ -278,41 +277,6 @@ class DiffusionMethod(ImageMethod):
 
         return on_step_end
 
-    def controlnet(self, model: LoadedModel, options: DiffusionOptions, context: RunContext):
-        """The ControlNet for `options.structure` (loaded once per model), or None."""
-        if options.structure == "none":
-            return None
-        family: Family = model.family
-        if options.structure not in family.controlnet:
-            raise InputError(f"{family.title} has no '{options.structure}' ControlNet in the catalogue; use "
-                             f"{', '.join(family.controlnet) or 'structure none'}")
-        cache = model.controlnets
-        if options.structure not in cache:
-            from diffusers import ControlNetModel
-
-            folder = resolve_repo(f"{family.name}-controlnet-{options.structure}", context.settings, context.message)
-            dtype = pick_dtype(context.settings.diffusion_dtype, context.device)
-            variant = load_variant(folder, ("diffusion_pytorch_model.safetensors",),
-                                   "fp16" if dtype == torch.float16 else "fp32")
-            controlnet = ControlNetModel.from_pretrained(folder, dtype=dtype, use_safetensors=True, variant=variant)
-            # offloaded: it waits in CPU memory and `prepare`'s hooks bring it to the GPU while it runs
-            cache[options.structure] = controlnet if offloads(context.settings, context.device) else controlnet.to(
-                context.device)
-        return cache[options.structure]
-
-    def structure_image(self, model: LoadedModel, content: Image.Image, options: DiffusionOptions,
-                        context: RunContext) -> Image.Image:
-        if options.structure == "canny":
-            return canny_edges(content)
-        if model.depth_estimator is None:
-            from transformers import pipeline
-
-            folder = resolve_repo("depth-estimator", context.settings, context.message)
-            # offloaded: a small estimator runs on the CPU rather than hold GPU memory between jobs
-            device = "cpu" if offloads(context.settings, context.device) else context.device
-            model.depth_estimator = pipeline("depth-estimation", model=str(folder), device=device)
-        return model.depth_estimator(content)["depth"].convert("RGB").resize(content.size)
-
 
 def load_library_lora(model: LoadedModel, name: str, context: RunContext) -> str:
     """A library LoRA in the model's UNet (loaded once per file version), after checking it was made for a UNet of
@@ -335,12 +299,3 @@ def load_library_lora(model: LoadedModel, name: str, context: RunContext) -> str
     model.loras.add(adapter)
     model.library_adapters[name] = adapter
     return adapter
-
-
-def canny_edges(image: Image.Image) -> Image.Image:
-    """Canny edges (white on black), as the canny ControlNets were trained on; sigma grows with the image."""
-    from skimage.feature import canny
-
-    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    edges = canny(grey, sigma=max(1.0, min(image.size) / 256))
-    return Image.fromarray((edges * 255).astype(np.uint8)).convert("RGB")
