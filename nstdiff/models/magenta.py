@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nstdiff.errors import ModelFileError, ModelNotFoundError
+from nstdiff.errors import ModelFileError
 from nstdiff.models.magenta_nets import (
     MagentaArbitrary,
     StylePredictor,
