@@ -141,3 +141,22 @@ def test_gram_refines_the_feed_forward_result(random_magenta, images):
     # two steps move the image little: the refined result stays nearer its feed-forward start than the photo's run
     assert np.abs(pixels(refined.image) - pixels(start.image)).mean() < \
         np.abs(pixels(from_photo.image) - pixels(start.image)).mean()
+
+
+def test_the_predictor_sees_the_paintings_own_detail_and_small_outputs_render_at_384(random_magenta, images,
+                                                                                      tmp_path, monkeypatch):
+    """A 48-px output must not shrink the painting before its style is read: fine strokes (2-px stripes here) would
+    blur to flat grey and the vector would describe a thumbnail."""
+    from nstdiff.models.magenta_nets import StylePredictor
+
+    stripes = np.zeros((512, 640, 3), np.uint8)
+    stripes[::4] = stripes[1::4] = 255
+    Image.fromarray(stripes).save(tmp_path / "stripes.png")
+    seen = []
+    forward = StylePredictor.forward
+    monkeypatch.setattr(StylePredictor, "forward", lambda self, image: seen.append(image.clone()) or forward(self, image))
+    result = stylize(request(images, styles=[str(tmp_path / "stripes.png")], controls={"strength": 1.0}))
+    painting = seen[0]
+    assert painting.shape[-2:] == (256, 256)
+    assert painting.std() > 0.3  # the stripes survive (a 48-px thumbnail enlarged has std ≈ 0)
+    assert result.image.size == (48, 40) and "(float32, 384x320 px)" in result.notes[-1]

@@ -29,6 +29,8 @@ from nstdiff.registry import Method
 from nstdiff.schema import ImageStyleRequest, PreserveColor, StyleResult
 from nstdiff.settings import Settings
 
+STYLE_CROP = 256  # the arbitrary-style predictor's training size (Ghiasi et al. 2017)
+
 
 def to_tensor(image: Image.Image, device: torch.device) -> torch.Tensor:
     array = np.asarray(image, dtype=np.float32) / 255.0
@@ -57,6 +59,8 @@ class ImageJob:
     prompt: str | None = None
     strength_is_default: bool = False  # the person did not set strength (a preset may suggest one)
     style_scale: float = 1.0  # stroke size: the style images are already scaled by it; a method may use it too
+    # each style's centre square at STYLE_CROP² (Lanczos from the full image): what a style predictor was trained on
+    style_crops: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -144,10 +148,12 @@ class ImageMethod(Method):
         else:
             width = height = request.size
         styles = [to_tensor(resize_long_side(s, style_side(request, settings)), device) for s in style_images]
+        crops = [to_tensor(centre_square(s, STYLE_CROP), device) for s in style_images]
         content = to_tensor(content_image, device) if content_image is not None else None
         original_content = content
         if content is not None:
             content, styles = color.prepare(controls.preserve_color, content, styles)
+            crops = color.prepare(controls.preserve_color, original_content, crops)[1]
         job = ImageJob(
             content=content,
             styles=styles,
@@ -162,6 +168,7 @@ class ImageMethod(Method):
             prompt=request.prompt,
             strength_is_default="strength" not in controls.model_fields_set,
             style_scale=controls.style_scale,
+            style_crops=crops,
         )
         loaded = time.perf_counter()
         output = self.transfer(job, options, context)
@@ -199,6 +206,13 @@ def keep_untouched(image: torch.Tensor, content: torch.Tensor, keep: torch.Tenso
         soft = F.avg_pool2d(soft, kernel, stride=1, padding=feather, count_include_pad=False)
         soft = torch.maximum(soft, keep[None, None])  # never let style bleed into the kept region
     return image * (1 - soft) + content * soft
+
+
+def centre_square(image: Image.Image, side: int) -> Image.Image:
+    """The image's centred square, resized (Lanczos) to side²."""
+    short = min(image.size)
+    left, top = (image.width - short) // 2, (image.height - short) // 2
+    return image.resize((side, side), Image.Resampling.LANCZOS, box=(left, top, left + short, top + short))
 
 
 def style_side(request: ImageStyleRequest, settings: Settings) -> int:
