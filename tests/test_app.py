@@ -16,6 +16,7 @@ from PIL import Image
 from nstdiff.settings import Settings
 from tests.conftest import mean_rgb
 from tests.servers import RunningServer
+from ui.image_tab import IMAGE_FORM, REUSED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,9 +129,11 @@ def test_history_survives_a_restart_and_reloads_parameters(client, images, app_s
     assert kept.parent == app_settings.outputs_dir / "inputs" and kept.is_file()  # uploads may vanish; copies stay
     reused = client.predict(latest.id, api_name="/reuse")
     assert reused[3] == "gram" and reused[9] == 3 and reused[10] == "random"
+    assert reused[REUSED.index("quality")] == "balanced"
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/stylize"]["parameters"]
-    option_keys = [p["parameter_name"] for p in api][13:]  # after the form's 13 inputs: one per method option
-    assert reused[12 + option_keys.index("gram_tv_weight")] == 3.0  # the method's resolved options come back too
+    option_keys = [p["parameter_name"] for p in api][len(IMAGE_FORM):]  # after the form's inputs: one per option
+    # the method's resolved options come back too, after the refilled form
+    assert reused[len(REUSED) + option_keys.index("gram_tv_weight")] == 3.0
 
 
 def test_models_panel_and_fetch_refused_offline(client):

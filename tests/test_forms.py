@@ -45,6 +45,15 @@ def test_request_from_form_values(images):
                       encoder="random", strength=0.5, preserve_color="none", style_scale=1.0)
 
 
+def test_speed_quality_from_the_form(images):
+    form = dict(method="auto", content=str(images["content"]), styles=[str(images["red"])], weights="", size=64,
+                steps=0, seed=-1, encoder="random", strength=0.5, preserve_color="none", style_scale=1.0)
+    assert image_request(**form, quality="best").quality == "best"
+    assert image_request(**form).quality == image_request(**form, quality=None).quality == "balanced"  # the default
+    with pytest.raises(InputError, match="quality"):
+        image_request(**form, quality="perfect")
+
+
 def test_method_options_become_widgets_and_come_back_as_options():
     from nstdiff.registry import get_method
     from ui.forms import method_options, option_fields

@@ -9,42 +9,46 @@ from __future__ import annotations
 
 import inspect
 import logging
-import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
 from nstdiff.errors import Cancelled, NstdiffError
-from nstdiff.executor import Executor, InProcessExecutor
+from nstdiff.executor import CancelToken, Executor, InProcessExecutor
 from nstdiff.registry import TABS_GROUP, plugins
-from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, RunResult
+from nstdiff.schema import ImageStyleRequest, ProgressEvent, RunResult
 from nstdiff.settings import Settings, get_settings
 from nstdiff.store import HistoryEntry, Store, map_inputs
 from ui.diffusion_tabs import OWN_TABS, build_reference_tab, build_text_tab
 from ui.lora_tab import build_lora_tab
+from ui import image_tab
 from ui.files import GuardedBlocks, offer, uploaded
+from ui.image_tab import ENCODERS, IMAGE_FORM, build_image_tab
 from ui.jobs import Jobs, joined_at
-from ui.forms import OptionField, bounds, image_request, method_options, option_fields, painted_mask
+from ui.forms import OptionField, image_request, option_fields
 
 log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
 GPU = {"concurrency_id": "gpu"}
-ENCODERS = ["auto", "vgg19", "vgg16", "vgg19-normalised", "random"]
-# The Image style form's inputs, in order: the names of the `/stylize` API's parameters (method options follow).
-IMAGE_FORM = ("content", "styles", "weights", "method", "strength", "preserve_color", "style_scale", "size", "steps",
-              "seed", "encoder", "mask_file", "mask_paint")
 
 
 def named_handler(fn: Callable[[dict[str, Any], gr.Request, gr.Progress], Any], names: list[str],
                   defaults: dict[str, Any] | None = None) -> Callable:
     """`fn(values, request, progress)` as a Gradio handler with one named parameter per input, so a form with a
-    variable number of widgets (one per method option) still gets a named API (`client.predict(adain_alpha=…)`)."""
-    def handler(*args):
-        *values, request, progress = args  # Gradio inserts these two at their places in the signature: the end
-        return fn(dict(zip(names, values)), request, progress)
+    variable number of widgets (one per method option) still gets a named API (`client.predict(adain_alpha=…)`).
+    A generator `fn` gives a generator handler, whose every yield Gradio streams to the outputs."""
+    if inspect.isgeneratorfunction(fn):  # Gradio streams a handler's yields only if it is a generator function
+        def handler(*args):
+            *values, request, progress = args  # Gradio inserts these two at their places in the signature: the end
+            yield from fn(dict(zip(names, values)), request, progress)
+    else:
+        def handler(*args):
+            *values, request, progress = args
+            return fn(dict(zip(names, values)), request, progress)
 
     P = inspect.Parameter
     handler.__signature__ = inspect.Signature(
@@ -66,6 +70,11 @@ def progress_reporter(progress: gr.Progress) -> Callable[[ProgressEvent], None]:
         progress((event.step, event.total), desc=desc, unit="steps")
 
     return report
+
+
+def cancelled(exc: Cancelled) -> gr.Error:
+    when = f"at step {exc.step} of {exc.total}" if exc.step else "before it started"
+    return gr.Error(f"Cancelled {when}; nothing was saved.", title="Cancelled")
 
 
 def describe(result: RunResult | HistoryEntry) -> str:
@@ -93,49 +102,60 @@ class App:
 
     # -- handlers --------------------------------------------------------------------------------------------
 
+    @contextmanager
+    def job_token(self, caller: gr.Request, job_id: str) -> Iterator[CancelToken]:
+        """The cancel token of one run for a caller; raises `Cancelled` at once if the caller's Cancel came after the
+        job joined the queue."""
+        session = caller.session_hash or job_id
+        token = self.jobs.start(session, joined_at(caller))
+        try:
+            if token.cancelled:
+                raise Cancelled(0, 0)
+            yield token
+        finally:
+            self.jobs.finish(session, token)
+
     def execute(self, request: Any, caller: gr.Request, progress: gr.Progress) -> tuple[HistoryEntry, RunResult]:
         """Run any method's request for a caller, store the result, log the job, turn a failure into a message.
 
         Unexpected exceptions are logged and worded by `GuardedBlocks`, which every event passes through."""
         job_id, method, started = uuid.uuid4().hex[:12], getattr(request, "method", "?"), time.monotonic()
-        session = caller.session_hash or job_id
-        token = self.jobs.start(session, joined_at(caller))
         outcome = "failed"
         try:
-            if token.cancelled:
-                raise Cancelled(0, getattr(request, "steps", None) or 0)
-            result = self.executor.run(request, progress=progress_reporter(progress), cancel=token)
-            entry = self.store.add(result, entry_id=job_id)  # inputs are kept only now, for a result that exists
+            with self.job_token(caller, job_id) as token:
+                result = self.executor.run(request, progress=progress_reporter(progress), cancel=token)
+                entry = self.store.add(result, entry_id=job_id)  # inputs are kept only now, for a result that exists
             outcome = "ok"
         except Cancelled as exc:
             outcome = "cancelled"
-            when = f"at step {exc.step} of {exc.total}" if exc.step else "before it started"
-            raise gr.Error(f"Cancelled {when}; nothing was saved.", title="Cancelled")
+            raise cancelled(exc)
         except NstdiffError as exc:
             outcome = f"refused ({type(exc).__name__})"
             raise gr.Error(str(exc), title="Cannot run this")
         finally:
-            self.jobs.finish(session, token)
             log.info("job %s method=%s seconds=%.1f outcome=%s", job_id, method, time.monotonic() - started, outcome)
         return entry, result
+
+    def attempt(self, request: Any, caller: gr.Request, progress: gr.Progress) -> RunResult:
+        """Run a request without storing it (an instant result shown before the full one). Cancel stops it as it
+        stops `execute`, also during a run too short to check (a `gr.Error` then); other failures are raised as is."""
+        try:
+            with self.job_token(caller, uuid.uuid4().hex[:12]) as token:
+                result = self.executor.run(request, progress=progress_reporter(progress), cancel=token)
+                if token.cancelled:
+                    raise Cancelled(0, 0)
+        except Cancelled as exc:
+            raise cancelled(exc)
+        return result
 
     def run(self, request: ImageStyleRequest, caller: gr.Request, progress: gr.Progress) -> tuple[str, str]:
         entry, result = self.execute(request, caller, progress)
         return str(entry.output), describe(result)
 
     def stylize(self, values: dict[str, Any], request: gr.Request, progress: gr.Progress):
-        """The Image style form (`IMAGE_FORM` plus the chosen method's option widgets) as a job."""
-        with tempfile.TemporaryDirectory() as tmp:
-            mask_file = values.get("mask_file")
-            mask = uploaded(mask_file) if mask_file else painted_mask(values.get("mask_paint"), Path(tmp))
-            method = values["method"]
-            job = self.form_request(
-                method=method, content=values.get("content"), styles=values.get("styles"),
-                weights=values.get("weights"), size=values["size"], steps=values.get("steps"),
-                seed=values.get("seed"), encoder=values["encoder"], strength=values["strength"],
-                preserve_color=values["preserve_color"], style_scale=values["style_scale"], mask=mask,
-                options=method_options(self.option_fields, method, values))
-            return self.run(job, request, progress)
+        """The Image style form (`IMAGE_FORM` plus the chosen method's option widgets) as a job: its result, after an
+        instant one for method auto where the feed-forward network can give it (`ui/image_tab.py`)."""
+        yield from image_tab.stylize(self, values, request, progress)
 
     def texture(self, styles, size, steps, seed, encoder, request: gr.Request, progress=gr.Progress()):
         job = self.form_request(method="gram", content=None, styles=styles, weights=None, size=size, steps=steps,
@@ -183,9 +203,10 @@ class App:
         def kept(path: str | None) -> str | None:
             return offer(path) if path and Path(path).is_file() else None
 
+        quality = p.get("quality") or ImageStyleRequest.model_fields["quality"].default  # older entries lack it
         return (kept(p["content"]), [kept(s["image"]) for s in p["styles"]], ", ".join(str(s["weight"]) for s in p["styles"]),
                 p["method"], controls["strength"], controls["preserve_color"], controls["style_scale"], p["size"],
-                p["steps"] or 0, p["seed"], p["encoder"], kept(controls["mask"]), *option_values)
+                p["steps"] or 0, p["seed"], p["encoder"], kept(controls["mask"]), quality, *option_values)
 
     def models_table(self) -> list[list[str]]:
         loaded = self.executor.loaded_models()
@@ -213,61 +234,9 @@ class App:
     # -- layout ------------------------------------------------------------------------------------------------
 
     def build(self) -> gr.Blocks:
-        image_methods = self.image_methods
         with GuardedBlocks(title="nstdiff") as demo:
             gr.Markdown("# nstdiff\nRestyle a photo with a painting or with words, or grow a texture from one.")
-            with gr.Tab("Image style", id="image"):
-                with gr.Row():
-                    with gr.Column():
-                        # gr.File, not gr.Image: our loader, not Gradio's, judges the upload and explains a bad one
-                        content = gr.File(file_types=["image"], label="Content photo", elem_id="content")
-                        preview = gr.Image(label="Content preview", interactive=False, height=200)
-                        styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)",
-                                         elem_id="styles")
-                        weights = gr.Textbox(label="Blend weights", placeholder="e.g. 0.7, 0.3 (empty: equal)",
-                                             elem_id="weights")
-                        method = gr.Dropdown([("Automatic (picks for the inputs)", "auto")]
-                                             + [(m.title, m.name) for m in image_methods], label="Method",
-                                             value="auto", elem_id="method")
-                        strength = gr.Slider(label="Strength", step=0.05, **bounds(Controls, "strength"),
-                                             elem_id="strength")
-                        preserve = gr.Radio([c.value for c in PreserveColor], value="none",
-                                            label="Preserve colour", info=Controls.model_fields["preserve_color"].description)
-                        style_scale = gr.Slider(label="Style scale", step=0.05, **bounds(Controls, "style_scale"))
-                        with gr.Row():
-                            size = gr.Slider(label="Size (longest side, px)", step=16, **{
-                                **bounds(ImageStyleRequest, "size"), "value": 512,
-                                "maximum": self.settings.max_output_side}, elem_id="size")
-                            steps = gr.Number(label="Steps (0 = method default)", value=0, precision=0,
-                                              minimum=0, maximum=10_000, elem_id="steps")
-                            seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1,
-                                             elem_id="seed")
-                        encoder = gr.Dropdown(ENCODERS, value=self.settings.default_encoder, label="Encoder")
-                        option_groups, option_widgets = {}, []
-                        for m in image_methods:  # each method's own controls (AdaIN's alpha, Gram's weights, …)
-                            with gr.Accordion(f"{m.title}: options", open=m.name == "adain",
-                                              visible=m.name == method.value) as group:
-                                option_widgets += [option_widget(f) for f in self.option_fields if f.method == m.name]
-                            option_groups[m.name] = group
-                        with gr.Accordion("Region mask", open=False):
-                            gr.Markdown("White = style 1, red = style 2, green = style 3 …, black = leave untouched.")
-                            mask_file = gr.File(file_types=["image"], label="Upload a mask", elem_id="mask")
-                            mask_paint = gr.ImageEditor(label="…or paint one over the photo", type="numpy",
-                                                        brush=gr.Brush(colors=["#ffffff", "#ff0000", "#00ff00",
-                                                                               "#0000ff", "#000000"],
-                                                                       color_mode="fixed"))
-                        with gr.Row():
-                            run = gr.Button("Stylize", variant="primary", elem_id="stylize")
-                            stop = gr.Button("Cancel", elem_id="cancel")
-                    with gr.Column():
-                        output = gr.Image(label="Result", format="png", type="filepath", interactive=False,
-                                          elem_id="result")
-                        info = gr.Markdown(elem_id="result-info")
-                        status = gr.Markdown()
-                content.change(lambda f: (uploaded(f), uploaded(f)) if f else (None, None), content,
-                               [preview, mask_paint], show_progress="hidden", queue=False, api_name=False)
-                example = gr.Button("Try it: the bundled photo in the style of the bundled painting (256 px)",
-                                    elem_id="example")
+            tab = build_image_tab(self)
 
             diffusion_jobs = build_text_tab(self) + build_reference_tab(self)
             build_lora_tab(self)
@@ -304,21 +273,17 @@ class App:
                     fetch = gr.Button("Fetch")
                 fetch_log = gr.Textbox(label="Fetch log", lines=3)
 
-            form = [content, styles, weights, method, strength, preserve, style_scale, size, steps, seed, encoder]
             stylize = named_handler(self.stylize, [*IMAGE_FORM, *(f.key for f in self.option_fields)],
-                                    {f.key: f.form_value(f.default) for f in self.option_fields})
-            method.change(lambda name: [gr.update(visible=key == name) for key in option_groups], method,
-                          list(option_groups.values()), queue=False, api_name=False, show_progress="hidden")
+                                    {"quality": tab.quality.value,
+                                     **{f.key: f.form_value(f.default) for f in self.option_fields}})
             limit = self.gpu_queue
-            job = run.click(stylize, [*form, mask_file, mask_paint, *option_widgets], [output, info],
-                                 api_name="stylize", **limit)
+            job = tab.run.click(stylize, tab.inputs, [tab.output, tab.info], api_name="stylize", **limit)
             job.then(self.history, None, gallery, api_name=False)
-            stop.click(self.cancel, None, status, api_name="cancel", queue=False)
-            example_job = example.click(
+            tab.stop.click(self.cancel, None, tab.status, api_name="cancel", queue=False)
+            example_job = tab.example.click(
                 lambda: (offer(EXAMPLES / "photo.jpg"), [offer(EXAMPLES / "painting.jpg")], 256, 0), None,
-                [content, styles, size, steps], queue=False, api_name=False,
-            ).then(
-                stylize, [*form, mask_file, mask_paint, *option_widgets], [output, info], api_name=False, **limit)
+                [tab.content, tab.styles, tab.size, tab.steps], queue=False, api_name=False,
+            ).then(stylize, tab.inputs, [tab.output, tab.info], api_name=False, **limit)
             example_job.then(self.history, None, gallery, api_name=False)
             t_job = t_run.click(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
                                 api_name="texture", **limit)
@@ -327,28 +292,9 @@ class App:
                 extension_job.then(self.history, None, gallery, api_name=False)
             history_tab.select(self.history, None, gallery, api_name="history")
             gallery.select(self.select_history, None, [selected, params], api_name=False)
-            reuse.click(self.reuse, selected, [*form, mask_file, *option_widgets], api_name="reuse")
+            reuse.click(self.reuse, selected, tab.reused, api_name="reuse")
             models_tab.select(self.models_table, None, table, api_name="models")
             fetch.click(self.fetch, model_name, [table, fetch_log], api_name="fetch_model", **limit)
             demo.load(self.history, None, gallery, api_name=False)
         return demo
-
-
-def option_widget(field: OptionField) -> gr.components.Component:
-    """The widget for one method option; its bounds and help come from the options model."""
-    common = {"label": field.label, "info": field.description or None, "value": field.form_value(field.default),
-              "elem_id": field.key}
-    if field.kind == "choice":
-        return gr.Dropdown(list(field.choices), **common)
-    if field.kind == "boolean":
-        return gr.Checkbox(**common)
-    if field.kind == "list":
-        return gr.Textbox(placeholder="comma-separated", **common)
-    bounded = field.minimum is not None and field.maximum is not None and field.maximum - field.minimum <= 10
-    if bounded and not field.nullable:
-        return gr.Slider(minimum=field.minimum, maximum=field.maximum, step=0.01 if field.kind == "number" else 1,
-                         **common)
-    return gr.Number(minimum=field.minimum, maximum=field.maximum, precision=0 if field.kind == "integer" else None,
-                     **common)
-
 

@@ -69,8 +69,10 @@ def image_request(
     *, method: str, content: str | None, styles: list[str], weights: str | None, size: int, steps: int | None,
     seed: int | None, encoder: str, strength: float, preserve_color: str, style_scale: float,
     mask: str | Path | None = None, options: dict[str, Any] | None = None, prompt: str | None = None,
+    quality: str | None = None,
 ) -> ImageStyleRequest:
-    """Build and validate a request from form values; a bad value raises `InputError` naming the field."""
+    """Build and validate a request from form values; a bad value raises `InputError` naming the field. `quality`
+    (fast, balanced, best: what method auto does without a GPU) None = the request's default."""
     if not styles and not (prompt or "").strip() and not (options or {}).get("preset"):
         raise InputError("add at least one style image (or describe a style in words in the Text style tab)")
     blend = parse_weights(weights, len(styles))
@@ -84,7 +86,7 @@ def image_request(
             method=method, content=content or None, size=int(size), steps=int(steps) if steps else None,
             seed=int(seed) if seed is not None and seed >= 0 else None, encoder=encoder,
             styles=[{"image": s, "weight": w} for s, w in zip(styles, blend)], controls=Controls(**controls),
-            options=options or {}, prompt=prompt,
+            options=options or {}, prompt=prompt, **({"quality": quality} if quality else {}),
         )
     except ValidationError as exc:
         raise InputError(format_validation_error(exc)) from None

@@ -1,0 +1,197 @@
+"""The Image style tab: a photo, style images, a method and its options, speed / quality and a region mask; and its job.
+
+With method auto, a quality above fast, a photo and the feed-forward network on disk, the job first shows the
+feed-forward result (under a second on a CPU, not stored) and then replaces it with the refined one, which goes into
+the history as every result does. No torch here.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, get_args
+
+import gradio as gr
+
+from nstdiff.routing import CLASSIC_QUALITY
+from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
+from ui.files import offer, uploaded
+from ui.forms import OptionField, bounds, method_options, painted_mask
+
+if TYPE_CHECKING:
+    from ui.app import App
+
+log = logging.getLogger(__name__)
+ENCODERS = ["auto", "vgg19", "vgg16", "vgg19-normalised", "random"]
+# The Image style form's inputs, in order: the names of the `/stylize` API's parameters (method options follow).
+# quality came last, so callers that pass the older parameters by position still line up.
+IMAGE_FORM = ("content", "styles", "weights", "method", "strength", "preserve_color", "style_scale", "size", "steps",
+              "seed", "encoder", "mask_file", "mask_paint", "quality")
+# What "Use these settings" refills, in order (the painted mask is not kept; the mask file is); method options follow.
+REUSED = tuple(name for name in IMAGE_FORM if name != "mask_paint")
+FEEDFORWARD_MODEL = "magenta-arbitrary"  # the instant result's network: without it on disk, no instant result
+QUALITY_INFO = ("For method auto on a CPU (times at 256 px on a laptop): fast = the feed-forward network, under 1 s; "
+                "balanced = its result refined by a short Gram optimisation, ≈ 10 s; best = a full one, ≈ 20–40 s. "
+                "Above fast, the instant result shows first.")
+
+
+@dataclass
+class ImageTab:
+    """The tab's widgets that events outside it use."""
+
+    form: list[gr.components.Component]  # content … encoder, in IMAGE_FORM's order
+    mask_file: gr.File
+    mask_paint: gr.ImageEditor
+    quality: gr.Radio
+    option_widgets: list[gr.components.Component]
+    run: gr.Button
+    stop: gr.Button
+    example: gr.Button
+    content: gr.File
+    styles: gr.File
+    size: gr.Slider
+    steps: gr.Number
+    output: gr.Image
+    info: gr.Markdown
+    status: gr.Markdown
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        """The `/stylize` inputs: IMAGE_FORM's widgets, then the method options'."""
+        return [*self.form, self.mask_file, self.mask_paint, self.quality, *self.option_widgets]
+
+    @property
+    def reused(self) -> list[gr.components.Component]:
+        """The widgets "Use these settings" refills: REUSED's, then the method options'."""
+        return [*self.form, self.mask_file, self.quality, *self.option_widgets]
+
+
+def build_image_tab(app: "App") -> ImageTab:
+    image_methods, settings = app.image_methods, app.settings
+    with gr.Tab("Image style", id="image"):
+        with gr.Row():
+            with gr.Column():
+                # gr.File, not gr.Image: our loader, not Gradio's, judges the upload and explains a bad one
+                content = gr.File(file_types=["image"], label="Content photo", elem_id="content")
+                preview = gr.Image(label="Content preview", interactive=False, height=200)
+                styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)", elem_id="styles")
+                weights = gr.Textbox(label="Blend weights", placeholder="e.g. 0.7, 0.3 (empty: equal)",
+                                     elem_id="weights")
+                method = gr.Dropdown([("Automatic (picks for the inputs)", "auto")]
+                                     + [(m.title, m.name) for m in image_methods], label="Method", value="auto",
+                                     elem_id="method")
+                field = ImageStyleRequest.model_fields["quality"]
+                quality = gr.Radio(list(get_args(field.annotation)), value=field.default, label="Speed / quality",
+                                   info=QUALITY_INFO, visible=method.value == "auto", elem_id="quality")
+                strength = gr.Slider(label="Strength", step=0.05, **bounds(Controls, "strength"), elem_id="strength")
+                preserve = gr.Radio([c.value for c in PreserveColor], value="none", label="Preserve colour",
+                                    info=Controls.model_fields["preserve_color"].description)
+                style_scale = gr.Slider(label="Style scale", step=0.05, **bounds(Controls, "style_scale"))
+                with gr.Row():
+                    size = gr.Slider(label="Size (longest side, px)", step=16, **{
+                        **bounds(ImageStyleRequest, "size"), "value": 512, "maximum": settings.max_output_side},
+                        elem_id="size")
+                    steps = gr.Number(label="Steps (0 = method default)", value=0, precision=0, minimum=0,
+                                      maximum=10_000, elem_id="steps")
+                    seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1, elem_id="seed")
+                encoder = gr.Dropdown(ENCODERS, value=settings.default_encoder, label="Encoder")
+                option_groups, option_widgets = {}, []
+                for m in image_methods:  # each method's own controls (AdaIN's alpha, Gram's weights, …)
+                    with gr.Accordion(f"{m.title}: options", open=m.name == "adain",
+                                      visible=m.name == method.value) as group:
+                        option_widgets += [option_widget(f) for f in app.option_fields if f.method == m.name]
+                    option_groups[m.name] = group
+                with gr.Accordion("Region mask", open=False):
+                    gr.Markdown("White = style 1, red = style 2, green = style 3 …, black = leave untouched.")
+                    mask_file = gr.File(file_types=["image"], label="Upload a mask", elem_id="mask")
+                    mask_paint = gr.ImageEditor(label="…or paint one over the photo", type="numpy",
+                                                brush=gr.Brush(colors=["#ffffff", "#ff0000", "#00ff00", "#0000ff",
+                                                                       "#000000"], color_mode="fixed"))
+                with gr.Row():
+                    run = gr.Button("Stylize", variant="primary", elem_id="stylize")
+                    stop = gr.Button("Cancel", elem_id="cancel")
+            with gr.Column():
+                output = gr.Image(label="Result", format="png", type="filepath", interactive=False, elem_id="result")
+                info = gr.Markdown(elem_id="result-info")
+                status = gr.Markdown()
+        content.change(lambda f: (uploaded(f), uploaded(f)) if f else (None, None), content, [preview, mask_paint],
+                       show_progress="hidden", queue=False, api_name=False)
+        example = gr.Button("Try it: the bundled photo in the style of the bundled painting (256 px)",
+                            elem_id="example")
+    # the chosen method's options, and speed / quality for auto
+    method.change(lambda name: [gr.update(visible=key == name) for key in option_groups]
+                  + [gr.update(visible=name == "auto")], method, [*option_groups.values(), quality], queue=False,
+                  api_name=False, show_progress="hidden")
+    return ImageTab(form=[content, styles, weights, method, strength, preserve, style_scale, size, steps, seed,
+                          encoder], mask_file=mask_file, mask_paint=mask_paint, quality=quality,
+                    option_widgets=option_widgets, run=run, stop=stop, example=example, content=content,
+                    styles=styles, size=size, steps=steps, output=output, info=info, status=status)
+
+
+def stylize(app: "App", values: dict[str, Any], caller: gr.Request, progress: gr.Progress) -> Iterator[tuple[str, str]]:
+    """The form (`IMAGE_FORM` plus the chosen method's options) as a job: (picture, description) once, or twice when an
+    instant result shows first (see `instant_result`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mask_file = values.get("mask_file")
+        mask = uploaded(mask_file) if mask_file else painted_mask(values.get("mask_paint"), Path(tmp))
+        method = values["method"]
+        job = app.form_request(
+            method=method, content=values.get("content"), styles=values.get("styles"), weights=values.get("weights"),
+            size=values["size"], steps=values.get("steps"), seed=values.get("seed"), encoder=values["encoder"],
+            strength=values["strength"], preserve_color=values["preserve_color"], style_scale=values["style_scale"],
+            mask=mask, options=method_options(app.option_fields, method, values), quality=values.get("quality"))
+        shown = instant_result(app, job, caller, progress, Path(tmp))
+        if shown is not None:
+            yield shown
+        try:
+            yield app.run(job, caller, progress)
+        except gr.Error as exc:
+            if shown is not None:  # the instant result stays on screen: say it is not the refined one
+                yield shown[0], f"Instant result only (not stored): the refined one did not come — {exc.message}"
+            raise
+
+
+def instant_result(app: "App", job: ImageStyleRequest, caller: gr.Request, progress: gr.Progress,
+                   tmp: Path) -> tuple[str, str] | None:
+    """The request's feed-forward result (quality fast), shown but not stored, where it helps: method auto, a quality
+    above fast, a photo and the network on disk. None otherwise, and when it fails (logged; the full run follows).
+    Cancel stops it as any job (`App.attempt`)."""
+    if job.method != "auto" or job.quality == "fast" or job.content is None:
+        return None
+    method, options, _ = CLASSIC_QUALITY["fast"]  # the network itself, never a diffusion model a GPU would route to
+    fast = job.model_copy(update={"method": method, "quality": "fast", "options": {**options, **job.options}})
+    started = time.monotonic()
+    try:
+        if not any(m.name == FEEDFORWARD_MODEL and m.ready for m in app.executor.models()):
+            return None
+        result = app.attempt(fast, caller, progress)
+        path = tmp / "instant.png"
+        result.image.save(path, format="PNG")  # a plain copy: no metadata, as it is not a stored result
+        shown = offer(path)
+    except gr.Error:  # cancelled: the whole job stops, as it would in the full run
+        raise
+    except Exception as exc:  # noqa: BLE001 - the instant result is a bonus; the full run still comes
+        log.warning("instant result failed, running the full request: %s: %s", type(exc).__name__, exc)
+        return None
+    seconds = result.timings.get("total", time.monotonic() - started)
+    return shown, f"Instant result (feed-forward, {seconds:.1f} s) — refining (quality {job.quality})…"
+
+
+def option_widget(field: OptionField) -> gr.components.Component:
+    """The widget for one method option; its bounds and help come from the options model."""
+    common = {"label": field.label, "info": field.description or None, "value": field.form_value(field.default),
+              "elem_id": field.key}
+    if field.kind == "choice":
+        return gr.Dropdown(list(field.choices), **common)
+    if field.kind == "boolean":
+        return gr.Checkbox(**common)
+    if field.kind == "list":
+        return gr.Textbox(placeholder="comma-separated", **common)
+    bounded = field.minimum is not None and field.maximum is not None and field.maximum - field.minimum <= 10
+    if bounded and not field.nullable:
+        return gr.Slider(minimum=field.minimum, maximum=field.maximum, step=0.01 if field.kind == "number" else 1,
+                         **common)
+    return gr.Number(minimum=field.minimum, maximum=field.maximum, precision=0 if field.kind == "integer" else None,
+                     **common)
