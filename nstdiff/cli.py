@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from nstdiff.errors import Cancelled, InputError, NstdiffError
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
 from nstdiff.training.adain_decoder import DecoderTraining
+from nstdiff.training.fast_style_data import FastStyleTraining
 from nstdiff.training.lora_data import LoraTraining
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -148,18 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- lora (training; the library commands join this group) ----
     lora = commands.add_parser("lora", help="style LoRAs").add_subparsers(dest="lora_command", required=True)
-    lora_train = lora.add_parser("train", help="train a style LoRA from a folder of images (an interrupted run "
-                                 "resumes from its last checkpoint)")
-    for name, info in LoraTraining.model_fields.items():
-        convert, choices = (Path, None) if info.annotation is Path else _scalar_type(info.annotation)
-        flags = [_flag(name), "--lr"] if name == "learning_rate" else [_flag(name)]
-        text = info.description if info.is_required() or info.default is None else _field_help(LoraTraining, name)
-        if convert is bool:
-            lora_train.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            lora_train.add_argument(*flags, dest=name, type=convert, choices=choices, required=info.is_required(),
-                                    default=None, help=text)
-    lora_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _config_flags(lora.add_parser("train", help="train a style LoRA from a folder of images (an interrupted run "
+                                  "resumes from its last checkpoint)"), LoraTraining)
     lora.add_parser("list", help="the LoRAs in your library")
     rename = lora.add_parser("rename", help="rename a LoRA")
     rename.add_argument("old")
@@ -176,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     import_.add_argument("--trigger", help="the word that calls the style up in prompts")
     # ---- end lora ----
 
+    fast = commands.add_parser("fast", help="your own fast style networks (Johnson et al. 2016)").add_subparsers(
+        dest="fast_command", required=True)
+    _config_flags(fast.add_parser("train", help="train a network for one painting on a folder of photos (an "
+                                  "interrupted run resumes from its last checkpoint)"), FastStyleTraining)
+    fast.add_parser("list", help="the networks in your library (use one with --method fast-style --network NAME)")
+    fast.add_parser("delete", help="delete a network").add_argument("name")
+
     commands.add_parser("methods", help="list the registered methods")
     commands.add_parser("presets", help="list the style presets (built in and your presets_file)")
     models = commands.add_parser("models", help="list or fetch model weights")
@@ -187,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     for add_command in plugins(COMMANDS_GROUP):
         add_command(commands)
     return parser
+
+
+def _config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """A flag for every field of a training config (`--learning-rate` also as `--lr`), and --quiet."""
+    for name, info in model.model_fields.items():
+        convert, choices = (Path, None) if info.annotation is Path else _scalar_type(info.annotation)
+        flags = [_flag(name), "--lr"] if name == "learning_rate" else [_flag(name)]
+        text = info.description if info.is_required() or info.default is None else _field_help(model, name)
+        if convert is bool:
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            parser.add_argument(*flags, dest=name, type=convert, choices=choices, required=info.is_required(),
+                                default=None, help=text)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _auth(text: str) -> tuple[str, str]:
@@ -291,12 +303,10 @@ def _train_adain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_lora(args: argparse.Namespace) -> int:
+def _train_until_ctrl_c(train, config: BaseModel, quiet: bool):
+    """`train(config, progress=…, cancel=…)` with a progress bar; Ctrl-C stops it after the current step."""
     from nstdiff.executor import CancelToken
-    from nstdiff.training.lora import train_lora
 
-    config = LoraTraining(**{name: getattr(args, name) for name in LoraTraining.model_fields
-                             if getattr(args, name) is not None})
     cancel = CancelToken()
 
     def on_interrupt(signum, frame):
@@ -304,16 +314,45 @@ def _train_lora(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    on_progress, close = _progress_printer(args.quiet)
+    on_progress, close = _progress_printer(quiet)
     try:
-        report = train_lora(config, progress=on_progress, cancel=cancel)
+        return train(config, progress=on_progress, cancel=cancel)
     finally:
         close()
         signal.signal(signal.SIGINT, previous)
+
+
+def _configured(model: type[BaseModel], args: argparse.Namespace) -> BaseModel:
+    return model(**{name: getattr(args, name) for name in model.model_fields if getattr(args, name) is not None})
+
+
+def _train_lora(args: argparse.Namespace) -> int:
+    from nstdiff.training.lora import train_lora
+
+    config = _configured(LoraTraining, args)
+    report = _train_until_ctrl_c(train_lora, config, args.quiet)
     resumed = f", resumed from step {report.start_step}" if report.start_step else ""
     last = f", last loss {report.losses[-1]:.4g}" if report.losses else ""
     print(f"wrote {report.weights} ({report.steps} steps{resumed}{last}); use it with the trigger "
           f"'{config.trigger_word}'")
+    return 0
+
+
+def _fast(args: argparse.Namespace) -> int:
+    from nstdiff.training import fast_style_data
+
+    if args.fast_command == "list":
+        print(fast_style_data.library_table())
+    elif args.fast_command == "delete":
+        fast_style_data.delete_network(args.name)
+        print(f"deleted {args.name}")
+    else:
+        from nstdiff.training.fast_style import train_fast_style
+
+        report = _train_until_ctrl_c(train_fast_style, _configured(FastStyleTraining, args), args.quiet)
+        resumed = f", resumed from step {report.start_step}" if report.start_step else ""
+        print(f"wrote {report.network} ({report.steps} steps{resumed}, style loss {report.meta['style_loss']:.4g}); "
+              f"use it with --method fast-style --network {args.name}")
     return 0
 
 
@@ -372,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train_adain(args)
         if args.command == "lora":
             return _train_lora(args) if args.lora_command == "train" else _lora_library(args)
+        if args.command == "fast":
+            return _fast(args)
         if args.command == "methods":
             from nstdiff.registry import list_methods
 

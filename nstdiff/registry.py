@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUILTIN_MODULES = ("nstdiff.methods.gram", "nstdiff.methods.adain", "nstdiff.methods.feedforward",
-                   "nstdiff.methods.diffusion_text",
+                   "nstdiff.methods.fast_style", "nstdiff.methods.diffusion_text",
                    "nstdiff.methods.diffusion_reference", "nstdiff.methods.chain")
 ENTRY_POINT_GROUP = "nstdiff.methods"
 COMMANDS_GROUP = "nstdiff.commands"

@@ -108,9 +108,11 @@ class ImageStyleRequest(Frozen):
 
     @model_validator(mode="after")
     def _needs_a_style(self) -> "ImageStyleRequest":
-        if not self.styles and self.prompt is None and not self.options.get("preset"):
-            raise ValueError("give a style: a style image, a text prompt such as 'ukiyo-e woodblock print', or a "
-                             "preset")
+        # a trained network (method fast-style) carries its painting
+        if not self.styles and self.prompt is None and not self.options.get("preset") and \
+                not self.options.get("network"):
+            raise ValueError("give a style: a style image, a text prompt such as 'ukiyo-e woodblock print', a "
+                             "preset, or a trained network (method fast-style)")
         return self
 
     @property

@@ -1,4 +1,5 @@
-"""The My styles tab: train a LoRA from uploaded artwork as a background job, follow it, and keep the library.
+"""The My styles tab: train a LoRA from uploaded artwork as a background job, follow it, and keep the library; the
+fast style networks' section (`ui/fast_style_tab.py`) sits below it.
 
 Training runs in its own process (see `nstdiff/training/background.py`); this tab only starts it and reads its
 folder every few seconds, so a page reload or an app restart shows the same job, and an interrupted one resumes from
@@ -45,6 +46,26 @@ def describe_job(name: str, state) -> str:
     return line
 
 
+def job_view(name: str | None, state, files) -> tuple:
+    """(status line, loss curve, newest sample, log tail) of the job `name` for the app, from `state()` and
+    `files()`; the pictures are offered as copies, never from their folder."""
+    if not name:
+        return "No job selected.", None, None, ""
+    loss, sample, log = files()
+    return describe_job(name, state()), (offer(loss) if loss else None), (offer(sample) if sample else None), log
+
+
+def job_panel(choices: list[str], prefix: str):
+    """The job picker, and the (status line, loss curve, latest sample, log tail) components that show its job."""
+    job = gr.Dropdown(choices, label="Job", allow_custom_value=True, elem_id=f"{prefix}-job")
+    job_status = gr.Markdown(elem_id=f"{prefix}-status")
+    with gr.Row():
+        loss_curve = gr.Image(label="Loss", type="filepath", interactive=False, format="png")
+        sample = gr.Image(label="Latest sample", type="filepath", interactive=False, format="png")
+    log = gr.Textbox(label="Log (last lines)", lines=3)
+    return job, [job_status, loss_curve, sample, log]
+
+
 def build_lora_tab(app: "App") -> list:
     executor, settings = app.executor, app.settings
     datasets = Path(settings.outputs_dir) / "lora-datasets"  # uploads kept, so a resumed job finds its images
@@ -88,11 +109,7 @@ def build_lora_tab(app: "App") -> list:
         return gr.update(choices=job_names(), value=name), describe_job(name, state)
 
     def status(name):
-        if not name:
-            return "No job selected.", None, None, ""
-        state = call("jobs").get(name)
-        loss, sample, log = call("files", name=name)
-        return describe_job(name, state), (offer(loss) if loss else None), (offer(sample) if sample else None), log
+        return job_view(name, lambda: call("jobs").get(name), lambda: call("files", name=name))
 
     def rename(old, new):
         call("rename", old=old, new=(new or "").strip())
@@ -141,12 +158,7 @@ def build_lora_tab(app: "App") -> list:
                 train_button = gr.Button("Train (or resume)", variant="primary", elem_id="lora-train")
             with gr.Column():
                 gr.Markdown("### Training jobs")
-                job = gr.Dropdown(job_names(), label="Job", allow_custom_value=True, elem_id="lora-job")
-                job_status = gr.Markdown(elem_id="lora-status")
-                with gr.Row():
-                    loss_curve = gr.Image(label="Loss", type="filepath", interactive=False, format="png")
-                    sample = gr.Image(label="Latest sample", type="filepath", interactive=False, format="png")
-                log = gr.Textbox(label="Log (last lines)", lines=3)
+                job, outputs = job_panel(job_names(), "lora")
         gr.Markdown("### Library")
         table = gr.Dataframe(library_rows(), headers=["name", "base", "trigger", "rank", "steps", "created", "source"],
                              interactive=False, elem_id="lora-library")
@@ -164,12 +176,14 @@ def build_lora_tab(app: "App") -> list:
                                       label="Its base model")
             import_trigger = gr.Textbox(label="Trigger")
             import_button = gr.Button("Import")
+        from ui.fast_style_tab import build_fast_style_section  # imported here: it reuses this module's job display
+
+        build_fast_style_section(app)
 
     timer = gr.Timer(POLL_SECONDS)
-    outputs = [job_status, loss_curve, sample, log]
     timer.tick(status, job, outputs, queue=False, api_name=False, show_progress="hidden")
     job.change(status, job, outputs, queue=False, api_name="lora_status", show_progress="hidden")
-    train_button.click(train, [files, name, trigger, base, steps, rank, resolution, captions], [job, job_status],
+    train_button.click(train, [files, name, trigger, base, steps, rank, resolution, captions], [job, outputs[0]],
                        api_name="lora_train")
     tab.select(lambda: (library_rows(), gr.update(choices=job_names())), None, [table, job], queue=False,
                api_name="lora_library", show_progress="hidden")

@@ -95,19 +95,21 @@ class CropSampler:
         return torch.cat(crops)
 
 
-def _save_checkpoint(path: Path, decoder, optimizer, step: int) -> None:
-    tensors = {f"model.{k}": v for k, v in decoder.state_dict().items()}
+def save_checkpoint(path: Path, model, optimizer, step: int) -> None:
+    """`model`'s weights, the Adam(W) moments and the step in one safetensors file."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"adam.{index}.{key}"] = torch.as_tensor(value)
     save_tensors(tensors, path, {"step": str(step)})  # a killed write leaves the previous checkpoint intact
 
 
-def _load_checkpoint(path: Path, decoder, optimizer) -> int:
+def load_checkpoint(path: Path, model, optimizer) -> int:
+    """Restore what `save_checkpoint` wrote; returns its step."""
     with safe_open(str(path), framework="pt") as handle:
         step = int(handle.metadata()["step"])
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    decoder.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state = optimizer.state_dict()
     for key, value in tensors.items():
         if key.startswith("adam."):
@@ -117,7 +119,7 @@ def _load_checkpoint(path: Path, decoder, optimizer) -> int:
     return step
 
 
-def _start_loss_log(path: Path, start: int) -> None:
+def start_loss_log(path: Path, start: int) -> None:
     """Keep the rows up to `start`, the step training resumes after: the steps past the checkpoint are run again."""
     header = ["step", "loss", "content", "style", "seconds"]
     kept = []
@@ -148,7 +150,7 @@ def train_decoder(config: DecoderTraining, progress: ProgressCallback | None = N
     output.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = output.with_name(output.stem + CHECKPOINT_SUFFIX)
     log_path = output.with_name(output.stem + ".loss.csv")
-    start = _load_checkpoint(checkpoint, decoder, optimizer) if checkpoint.is_file() else 0
+    start = load_checkpoint(checkpoint, decoder, optimizer) if checkpoint.is_file() else 0
     if start:
         context.message(f"resuming from step {start} ({checkpoint.name})")
     decoder, optimizer = accelerator.prepare(decoder, optimizer)
@@ -156,7 +158,7 @@ def train_decoder(config: DecoderTraining, progress: ProgressCallback | None = N
     losses: list[float] = []
     done = saved = start  # the last step trained, and the step of the checkpoint on disk
     if accelerator.is_main_process:
-        _start_loss_log(log_path, start)
+        start_loss_log(log_path, start)
     try:
         with open(log_path if accelerator.is_main_process else os.devnull, "a", newline="") as log_file:
             log = csv.writer(log_file)
@@ -182,7 +184,7 @@ def train_decoder(config: DecoderTraining, progress: ProgressCallback | None = N
                               f"{time.perf_counter() - started:.2f}"])
                 done = step
                 if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == config.steps):
-                    _save_checkpoint(checkpoint, accelerator.unwrap_model(decoder), optimizer, step)
+                    save_checkpoint(checkpoint, accelerator.unwrap_model(decoder), optimizer, step)
                     saved = step
                     log_file.flush()
                 context.step(step, config.steps, parts, stage="train")

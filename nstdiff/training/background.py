@@ -1,4 +1,5 @@
-"""LoRA training as a background job: a separate process (`nstdiff lora train`) the app starts and follows.
+"""Training as a background job: a separate process (`nstdiff lora train`, `nstdiff fast train`) the app starts and
+follows.
 
 The job's truth is its folder: `state.json` (step, loss, time left, pid), `loss.png`, `samples/`. A page reload or an
 app restart reads them again; a process that died is reported as interrupted, and starting the same job again
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from nstdiff.errors import InputError
 from nstdiff.settings import Settings, get_settings
@@ -32,9 +35,9 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def command_line(config: LoraTraining) -> list[str]:
-    """`nstdiff lora train …` with every field of `config` as its flag."""
-    args = [sys.executable, "-m", "nstdiff.cli", "lora", "train", "--quiet"]
+def command_line(config: BaseModel, command: tuple[str, ...] = ("lora", "train")) -> list[str]:
+    """`nstdiff lora train …` (or another training `command`) with every field of `config` as its flag."""
+    args = [sys.executable, "-m", "nstdiff.cli", *command, "--quiet"]
     for name, value in config.model_dump(mode="json").items():
         if value is None:
             continue
@@ -50,26 +53,35 @@ def start_training(config: LoraTraining, settings: Settings | None = None) -> Lo
     """Check the dataset, then start training in its own process (which outlives the app); returns its first state.
     A job of that name that is still running is refused."""
     settings = settings or get_settings()
-    folder = lora_folder(config.name, settings)
     inspect_dataset(config.images, config, settings)  # raises with the reason for an unusable folder
+    return launch(lora_folder(config.name, settings), command_line(config), config.steps, settings)
+
+
+def launch(folder: Path, args: list[str], steps: int, settings: Settings) -> LoraState:
+    """Start the training command `args` in its own process, logging to `folder`/train.log; returns its first state.
+    Refused while the job of that folder is still running."""
     with _STARTING:  # two quick clicks start one process
         current = read_state(folder)
         if current is not None and current.status == "running":
-            raise InputError(f"'{config.name}' is already training (step {current.step} of {current.steps})")
+            raise InputError(f"'{folder.name}' is already training (step {current.step} of {current.steps})")
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "train.log", "ab") as log:
-            process = subprocess.Popen(command_line(config), stdout=log, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                        env=settings_environment(settings), start_new_session=True)
         # reap it when it ends, so a dead job is not a zombie that still looks alive to `read_state`
-        threading.Thread(target=process.wait, daemon=True, name=f"lora-{config.name}").start()
-        state = LoraState(status="running", step=current.step if current else 0, steps=config.steps, pid=process.pid)
+        threading.Thread(target=process.wait, daemon=True, name=f"train-{folder.name}").start()
+        state = LoraState(status="running", step=current.step if current else 0, steps=steps, pid=process.pid)
         (folder / "state.json").write_text(state.model_dump_json())  # "running" at once; the job then updates it
     return state
 
 
 def training_states(settings: Settings | None = None) -> dict[str, LoraState]:
     """Every LoRA folder's job state, by name (finished LoRAs included)."""
-    root = (settings or get_settings()).models_path / LORAS_FOLDER
+    return job_states((settings or get_settings()).models_path / LORAS_FOLDER)
+
+
+def job_states(root: Path) -> dict[str, LoraState]:
+    """The job state of every folder under `root` that has one, by folder name."""
     states = {}
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         state = read_state(folder)
@@ -80,7 +92,11 @@ def training_states(settings: Settings | None = None) -> dict[str, LoraState]:
 
 def training_files(name: str, settings: Settings | None = None) -> tuple[Path | None, Path | None, str]:
     """(loss curve, newest sample image, last lines of the log) of a job, for the app."""
-    folder = lora_folder(name, settings)
+    return job_files(lora_folder(name, settings))
+
+
+def job_files(folder: Path) -> tuple[Path | None, Path | None, str]:
+    """(loss curve, newest sample image, last lines of the log) of the job in `folder`."""
     loss = folder / "loss.png"
     log = folder / "train.log"
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:]) if log.is_file() else ""

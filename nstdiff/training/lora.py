@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,11 @@ class LoraReport:
 
 # ---- files ----
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
 
 
-class _StateFile:
+class StateFile:
     """`state.json`, rewritten atomically every step so another process can follow the job."""
 
     def __init__(self, path: Path, steps: int, enabled: bool):
@@ -73,7 +74,24 @@ class _StateFile:
         if not self.enabled:
             return
         self.state = self.state.model_copy(update={**values, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        _write_json(self.path, self.state.model_dump(mode="json"))
+        write_json(self.path, self.state.model_dump(mode="json"))
+
+    @contextmanager
+    def recording_the_end(self):
+        """A run that raises leaves the job cancelled (its message naming the checkpoint to resume from) or failed."""
+        try:
+            yield
+        except (Cancelled, KeyboardInterrupt) as exc:
+            self.update(status="cancelled")
+            if isinstance(exc, Cancelled):
+                kept = self.state.last_checkpoint
+                exc.args = (f"cancelled at step {exc.step}/{exc.total}; " + (
+                    f"{kept} is kept: run the same command again to resume from it" if kept else
+                    "no checkpoint was reached yet"),)
+            raise
+        except Exception as exc:
+            self.update(status="failed", error=str(exc)[:2000])
+            raise
 
 
 def _pipeline_class(folder: Path):
@@ -173,7 +191,7 @@ def draw_loss_curve(losses: list[float], path: Path, size: tuple[int, int] = (64
     return save_png(image, path)
 
 
-def _read_losses(path: Path, up_to: int | None = None) -> list[tuple[int, float, float]]:
+def read_losses(path: Path, up_to: int | None = None) -> list[tuple[int, float, float]]:
     if not path.is_file():
         return []
     rows = []
@@ -347,27 +365,16 @@ def train_lora(config: LoraTraining, progress: ProgressCallback | None = None, c
         resume_from = _prepare_folder(config, folder, main)
     if main:
         (folder / "samples").mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "config.json", config.resume_key())
+        write_json(folder / "config.json", config.resume_key())
     accelerator.wait_for_everyone()
-    state = _StateFile(folder / "state.json", config.steps, main)
+    state = StateFile(folder / "state.json", config.steps, main)
     state.update(status="running", step=0)
-    try:
+    with state.recording_the_end():
         return _train(config, report, folder, resume_from, accelerator, context, state, settings)
-    except (Cancelled, KeyboardInterrupt) as exc:
-        state.update(status="cancelled")
-        if isinstance(exc, Cancelled):
-            kept = state.state.last_checkpoint
-            exc.args = (f"cancelled at step {exc.step}/{exc.total}; " + (
-                f"{kept} is kept: run the same command again to resume from it" if kept else
-                "no checkpoint was reached yet"),)
-        raise
-    except Exception as exc:
-        state.update(status="failed", error=str(exc)[:2000])
-        raise
 
 
 def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_from: Path | None, accelerator,
-           context: RunContext, state: _StateFile, settings: Settings) -> LoraReport:
+           context: RunContext, state: StateFile, settings: Settings) -> LoraReport:
     from diffusers import DDPMScheduler
     from peft import LoraConfig
 
@@ -406,7 +413,7 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
     alphas = scheduler.alphas_cumprod.to(device)
     target_kind = scheduler.config.prediction_type
     sample_generator_seed = config.seed
-    history = _read_losses(folder / "loss.csv", up_to=start)
+    history = read_losses(folder / "loss.csv", up_to=start)
     if main:  # drop the rows written after the checkpoint a resumed run starts from
         with open(folder / "loss.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -475,8 +482,8 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
     if main:
         metadata["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _write_lora(pipeline_class, accelerator.unwrap_model(training_unet), lora_config, weights, metadata)
-        _write_json(folder / "lora.json", {**metadata, "training": config.model_dump(mode="json")})
-        draw_loss_curve([loss for _, loss, _ in _read_losses(folder / "loss.csv")], folder / "loss.png")
+        write_json(folder / "lora.json", {**metadata, "training": config.model_dump(mode="json")})
+        draw_loss_curve([loss for _, loss, _ in read_losses(folder / "loss.csv")], folder / "loss.png")
         state.update(status="finished", step=config.steps, eta_seconds=0.0)
     return LoraReport(folder, weights, start, config.steps, losses, report, metadata)
 
