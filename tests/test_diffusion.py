@@ -3,7 +3,6 @@ through the product's own resolver and loaders (CPU, 64 px, a few steps)."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,42 +13,6 @@ from nstdiff import ImageStyleRequest, ModelNotFoundError, stylize
 from nstdiff.errors import Cancelled, InputError, ModelFileError
 from nstdiff.settings import reload_settings
 from tests.conftest import cancel_at
-from tests.tiny_diffusion import (build_tiny_controlnet, build_tiny_depth_estimator, build_tiny_ip_adapter,
-                                  build_tiny_lora, build_tiny_sd, build_tiny_sdxl)
-
-
-def _as_catalogue_ip_adapter(built: Path, target: Path, subfolder: str, weight_name: str) -> None:
-    """Lay a tiny IP-Adapter out like h94/IP-Adapter: <subfolder>/<weight_name> and <subfolder>/image_encoder."""
-    (target / subfolder).mkdir(parents=True)
-    shutil.move(built / "ip-adapter.safetensors", target / subfolder / weight_name)
-    shutil.move(built / "image_encoder", target / subfolder / "image_encoder")
-
-
-@pytest.fixture(scope="session")
-def diffusion_models(tmp_path_factory) -> Path:
-    """A models folder holding tiny stand-ins for sd15 (+ IP-Adapter, canny ControlNet, LCM-LoRA) and sdxl
-    (+ IP-Adapter), in the catalogue's layout."""
-    root = tmp_path_factory.mktemp("models")
-    parts = root / "diffusion"
-    sd15 = build_tiny_sd(parts / "sd15")
-    sdxl = build_tiny_sdxl(parts / "sdxl")
-    build_tiny_controlnet(parts / "sd15-controlnet-canny", sd15)
-    build_tiny_controlnet(parts / "sd15-controlnet-depth", sd15, seed=1)
-    build_tiny_depth_estimator(parts / "depth-estimator")
-    build_tiny_lora(parts / "sd15-lcm-lora", sd15, seed=3)
-    for family, pipeline, subfolder, weight in (("sd15", sd15, "models", "ip-adapter_sd15.safetensors"),
-                                                ("sdxl", sdxl, "sdxl_models", "ip-adapter_sdxl.safetensors")):
-        built = tmp_path_factory.mktemp(f"{family}-ip")
-        build_tiny_ip_adapter(built, pipeline)
-        _as_catalogue_ip_adapter(built, parts / f"{family}-ip-adapter", subfolder, weight)
-    return root
-
-
-@pytest.fixture
-def models(diffusion_models, monkeypatch):
-    monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(diffusion_models))
-    reload_settings()
-    return diffusion_models
 
 
 def text_request(images, **kwargs) -> ImageStyleRequest:

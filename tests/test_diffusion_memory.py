@@ -7,7 +7,7 @@ from PIL import Image
 
 from nstdiff import ImageStyleRequest, stylize
 from nstdiff.settings import reload_settings
-from tests.test_diffusion import diffusion_models, models, text_request  # noqa: F401 - shared fixtures
+from tests.test_diffusion import text_request
 
 
 def reference_request(images, **options) -> ImageStyleRequest:

@@ -15,7 +15,7 @@ import pytest
 
 from nstdiff import ImageStyleRequest, stylize
 from nstdiff.settings import reload_settings
-from tests.test_diffusion import _as_catalogue_ip_adapter, diffusion_models, models  # noqa: F401 - shared fixtures
+from tests.tiny_diffusion import as_catalogue_ip_adapter
 from tests.tiny_diffusion import build_tiny_ip_adapter, build_tiny_sd15_blocks
 
 
@@ -25,7 +25,7 @@ def sd15_blocks_models(tmp_path_factory) -> Path:
     sd15 = build_tiny_sd15_blocks(root / "diffusion" / "sd15")
     built = tmp_path_factory.mktemp("sd15-blocks-ip")
     build_tiny_ip_adapter(built, sd15)
-    _as_catalogue_ip_adapter(built, root / "diffusion" / "sd15-ip-adapter", "models", "ip-adapter_sd15.safetensors")
+    as_catalogue_ip_adapter(built, root / "diffusion" / "sd15-ip-adapter", "models", "ip-adapter_sd15.safetensors")
     return root
 
 

@@ -19,9 +19,7 @@ from safetensors.torch import load_file
 from nstdiff import Cancelled, ImageStyleRequest, InputError, stylize
 from nstdiff.training.fast_style_data import FastStyleTraining
 from tests.conftest import cancel_at, gradient, stripes
-from tests import test_feedforward
 
-random_magenta = test_feedforward.random_magenta  # random weights, distinct style vectors: a shared fixture
 
 
 @pytest.fixture
@@ -56,7 +54,8 @@ def test_the_style_loss_falls_and_the_network_moves_toward_the_painting(inputs, 
     from nstdiff.imageio import load_image
     from nstdiff.losses import GramStyleLoss, gram_matrix
     from nstdiff.methods.base import to_tensor
-    from nstdiff.methods.fast_style import FastStyleNetwork, load_network
+    from nstdiff.models.magenta_nets import FastStyleNetwork
+    from nstdiff.models.magenta_run import load_fast_style_network
     from nstdiff.models.encoders import load_encoder
     from nstdiff.models.magenta import load_magenta, style_vector
 
@@ -75,7 +74,7 @@ def test_the_style_loss_falls_and_the_network_moves_toward_the_painting(inputs, 
     predictor, transformer = load_magenta()
     start = FastStyleNetwork(transformer)
     start.embedding.data = style_vector(predictor, painting)
-    trained = load_network(report.network, cpu, torch.float32)
+    trained = load_fast_style_network(report.network, cpu, torch.float32)
     held_out = to_tensor(load_image(inputs[1] / "p3.png"), cpu)  # never a training crop
     with torch.no_grad():
         before, after = (float(distance(encoder(net(held_out), layers))) for net in (start, trained))

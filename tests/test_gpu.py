@@ -55,7 +55,7 @@ def test_memory_switches_with_an_ip_adapter_and_controlnet_on_cuda(images, tmp_p
     from diffusers import DiffusionPipeline
 
     from nstdiff.diffusion.pipelines import PIPELINES
-    from tests.test_diffusion import _as_catalogue_ip_adapter
+    from tests.tiny_diffusion import as_catalogue_ip_adapter
     from tests.tiny_diffusion import build_tiny_controlnet, build_tiny_ip_adapter, build_tiny_sd
 
     parts = tmp_path / "models" / "diffusion"
@@ -64,7 +64,7 @@ def test_memory_switches_with_an_ip_adapter_and_controlnet_on_cuda(images, tmp_p
     build_tiny_controlnet(parts / "sd15-controlnet-canny", plain)
     built = tmp_path / "ip"
     build_tiny_ip_adapter(built, plain)
-    _as_catalogue_ip_adapter(built, parts / "sd15-ip-adapter", "models", "ip-adapter_sd15.safetensors")
+    as_catalogue_ip_adapter(built, parts / "sd15-ip-adapter", "models", "ip-adapter_sd15.safetensors")
     for key, value in {"DEVICE": "cuda", "MODELS_DIR": str(tmp_path / "models"), "CPU_OFFLOAD": "1",
                        "ATTENTION_SLICING": "1", "VAE_TILING": "1"}.items():
         monkeypatch.setenv(f"NSTDIFF_{key}", value)

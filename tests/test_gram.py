@@ -119,3 +119,25 @@ def test_pyramid_reaches_large_sizes_coarse_to_fine():
 def test_large_output_through_the_pyramid(images):
     result = stylize(request(images, size=1024, steps=4))
     assert result.image.size == (1024, 853)
+
+
+def test_encoder_arithmetic_bf16_where_the_cpu_has_it_fp32_on_request(images):
+    import torch
+
+    bf16_kernels = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    auto = stylize(request(images, steps=6))
+    full = stylize(request(images, steps=6, options={"precision": "fp32"}))
+    assert f"gram: encoder in {'bfloat16' if bf16_kernels else 'float32'}" in auto.notes
+    assert "gram: encoder in float32" in full.notes
+    # losses stay float32: half-precision features reach about the same loss
+    assert 0.5 < auto.losses["total"] / full.losses["total"] < 2
+    with pytest.raises(InputError, match="fp16 arithmetic needs a GPU"):
+        stylize(request(images, steps=2, options={"precision": "fp16"}))
+
+
+def test_deep_style_layers_are_damped_by_default(images):
+    """relu4_1 and relu5_1 weigh 0.1 and 0.01 (the grey relief of equal weights, losses.STYLE_LAYER_WEIGHTS)."""
+    damped = stylize(request(images, steps=8))
+    equal = stylize(request(images, steps=8, options={"style_layer_weights": [1, 1, 1, 1, 1]}))
+    explicit = stylize(request(images, steps=8, options={"style_layer_weights": [1, 1, 1, 0.1, 0.01]}))
+    assert damped.image.tobytes() == explicit.image.tobytes() != equal.image.tobytes()

@@ -20,7 +20,7 @@ from nstdiff.cli import main as cli_main
 from nstdiff.errors import Cancelled, InputError
 from nstdiff.executor import stylize
 from nstdiff.losses import GramStyleLoss, gram_matrix
-from nstdiff.methods.gram import DEFAULT_STYLE_LAYERS
+from nstdiff.losses import STYLE_LAYERS
 from nstdiff.models.encoders import load_encoder
 from nstdiff.settings import reload_settings
 from tests.conftest import cancel_at, stripes
@@ -71,9 +71,9 @@ def style_loss(images: torch.Tensor, masks: torch.Tensor, style_path: Path) -> f
     net = load_encoder("random", torch.device("cpu")).module
     style = torch.from_numpy(np.asarray(Image.open(style_path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
     with torch.no_grad():
-        targets = {layer: [gram_matrix(f)] for layer, f in net(style, DEFAULT_STYLE_LAYERS).items()}
-        weights = {layer: 1.0 for layer in DEFAULT_STYLE_LAYERS}
-        features = net(images, DEFAULT_STYLE_LAYERS)
+        targets = {layer: [gram_matrix(f)] for layer, f in net(style, STYLE_LAYERS).items()}
+        weights = {layer: 1.0 for layer in STYLE_LAYERS}
+        features = net(images, STYLE_LAYERS)
         return float(sum(GramStyleLoss(targets, weights, masks[v][None])({l: f[v:v + 1] for l, f in features.items()})
                          for v in range(len(images))))
 

@@ -31,6 +31,7 @@ Traps met building these (diffusers 0.42, transformers 5):
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -393,3 +394,10 @@ def build_tiny_captioner(folder: Path, seed: int = 0) -> Path:
     BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer) \
         .save_pretrained(folder)
     return folder
+
+
+def as_catalogue_ip_adapter(built: Path, target: Path, subfolder: str, weight_name: str) -> None:
+    """Lay a tiny IP-Adapter out like h94/IP-Adapter: <subfolder>/<weight_name> and <subfolder>/image_encoder."""
+    (target / subfolder).mkdir(parents=True)
+    shutil.move(built / "ip-adapter.safetensors", target / subfolder / weight_name)
+    shutil.move(built / "image_encoder", target / subfolder / "image_encoder")

@@ -160,7 +160,7 @@ def instant_result(app: "App", job: ImageStyleRequest, caller: gr.Request, progr
     Cancel stops it as any job (`App.attempt`)."""
     if job.method != "auto" or job.quality == "fast" or job.content is None:
         return None
-    method, options, _ = CLASSIC_QUALITY["fast"]  # the network itself, never a diffusion model a GPU would route to
+    method, options, *_ = CLASSIC_QUALITY["fast"]  # the network itself, never a diffusion model a GPU would route to
     fast = job.model_copy(update={"method": method, "quality": "fast", "options": {**options, **job.options}})
     started = time.monotonic()
     try:

@@ -31,9 +31,9 @@ from torch import nn
 from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.imageio import load_image, resize_long_side
-from nstdiff.losses import FeatureContentLoss, GramStyleLoss, gram_matrix
+from nstdiff.losses import STYLE_LAYERS, FeatureContentLoss, GramStyleLoss, gram_matrix
 from nstdiff.methods.base import to_tensor
-from nstdiff.methods.gram import DEFAULT_STYLE_LAYERS, strength_weights
+from nstdiff.methods.gram import strength_weights
 from nstdiff.registry import Capabilities, Method, register_method
 from extensions.mesh.bake import Texels, atlas_uv_of, coverage, pad, seam_jump, texels
 from extensions.mesh.raster import Camera, Fragments, cameras
@@ -140,9 +140,9 @@ class MeshStyleMethod(Method):
             context.notes.append(loaded.note)
         net = loaded.module
         style = to_tensor(resize_long_side(style_image, request.view_size), device)
-        layer_weights = {layer: 1.0 / len(DEFAULT_STYLE_LAYERS) for layer in DEFAULT_STYLE_LAYERS}
+        layer_weights = {layer: 1.0 / len(STYLE_LAYERS) for layer in STYLE_LAYERS}
         with torch.no_grad():
-            targets = {layer: [gram_matrix(f)] for layer, f in net(style, DEFAULT_STYLE_LAYERS).items()}
+            targets = {layer: [gram_matrix(f)] for layer, f in net(style, STYLE_LAYERS).items()}
         masks = torch.from_numpy(views.masks).float().to(device)
         style_losses = [GramStyleLoss(targets, layer_weights, masks[v][None]) for v in range(views.count)]
         background = style.mean((0, 2, 3)).view(1, 3)
@@ -159,7 +159,7 @@ class MeshStyleMethod(Method):
                 features = net(render(torch.sigmoid(base_logit), views, index, background), CONTENT_LAYERS)
             content_masks = {layer: F.interpolate(has, size=f.shape[-2:], mode="area") for layer, f in features.items()}
             content_targets = {layer: f * content_masks[layer] for layer, f in features.items()}
-        layers = [*DEFAULT_STYLE_LAYERS, *(CONTENT_LAYERS if content_targets else [])]
+        layers = [*STYLE_LAYERS, *(CONTENT_LAYERS if content_targets else [])]
 
         generator = torch.Generator().manual_seed(context.seed)
         if request.mode == "field":
@@ -179,7 +179,7 @@ class MeshStyleMethod(Method):
             solver.zero_grad(set_to_none=True)
             images = render(torch.sigmoid(base_logit + field(inputs)), views, index, background)
             features = net(images[chosen], layers)
-            style_loss = sum(style_losses[v]({l: features[l][i:i + 1] for l in DEFAULT_STYLE_LAYERS})
+            style_loss = sum(style_losses[v]({l: features[l][i:i + 1] for l in STYLE_LAYERS})
                              for i, v in enumerate(chosen)) / batch
             total = style_weight * style_loss
             parts = {"style": float(style_loss.detach())}

@@ -21,11 +21,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.losses import FeatureContentLoss, total_variation
-from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, encoder_profile, inference_bytes,
-                                  optimising_run_bytes)
+from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, autocast_dtype, encoder_profile,
+                                  inference_bytes, optimising_run_bytes)
 from nstdiff.models.decoders import AdaINDecoder, choose_decoder, decoder_on_disk, public_decoder_ready
 from nstdiff.models.encoders import VGGEncoder, choose_encoder
 from nstdiff.optimise import optimise_image
@@ -64,19 +63,6 @@ class AdaINOptions(Frozen):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Arithmetic of the decoder variant: auto = bf16 on CPUs that have it and fp16 on CUDA "
                             "(about twice as fast; statistics stay float32), fp32 elsewhere.")
-
-
-def feed_forward_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the decoder variant, or None for plain float32."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16
-        return None
-    if precision == "fp16" and device.type == "cpu":
-        raise InputError("fp16 arithmetic needs a GPU; on the CPU use bf16 or fp32")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +151,7 @@ class AdaINMethod(ImageMethod):
     def _decode(self, net: VGGEncoder, decoder: AdaINDecoder, path: Path, job, options, alpha, regions,
                 context) -> torch.Tensor:
         decoder = decoder.to(context.device)
-        dtype = feed_forward_dtype(options.precision, context.device)
+        dtype = autocast_dtype(options.precision, context.device)
         context.notes.append(f"adain variant: decoder ({path.name}, {str(dtype or torch.float32).split('.')[-1]})")
 
         def encode(image: torch.Tensor) -> torch.Tensor:

@@ -11,59 +11,21 @@ back on; original: the chroma alone); `histogram` recolours style images, and he
 """
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-
 import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
 from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.methods.base import Footprint, ImageJob, ImageMethod, TransferOutput
-from nstdiff.methods.feedforward import MIN_SIDE, FeedForwardOptions, network_dtype
-from nstdiff.models.magenta_nets import STYLE_DIM, StyleTransformer
-from nstdiff.models.weights import load_safetensors
-from nstdiff.registry import Capabilities, get_method, register_method
+from nstdiff.models.magenta_run import (MIN_SIDE, NetworkOptions, load_fast_style_network, network_dtype,
+                                        render_peak_bytes, resample)
+from nstdiff.registry import Capabilities, register_method
 from nstdiff.schema import ImageStyleRequest, PreserveColor
 from nstdiff.settings import Settings
 from nstdiff.training.fast_style_data import NETWORK_FILE, get_network
 
 
-class FastStyleNetwork(nn.Module):
-    """Magenta's transformer with one style vector of its own: (N, 3, H, W) photos in [0, 1] → T(c, S)."""
-
-    def __init__(self, transformer: StyleTransformer | None = None):
-        super().__init__()
-        self.transformer = transformer or StyleTransformer()
-        self.embedding = nn.Parameter(torch.zeros(1, STYLE_DIM))
-
-    def forward(self, content: torch.Tensor, vector: torch.Tensor | None = None) -> torch.Tensor:
-        vector = self.embedding if vector is None else vector
-        return self.transformer(content, vector.to(content.dtype).expand(content.shape[0], -1))
-
-
-_CACHE: dict[tuple[str, int, str, str], FastStyleNetwork] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def load_network(path: Path, device: torch.device, dtype: torch.dtype) -> FastStyleNetwork:
-    """A trained network from its safetensors file, frozen, cached (a retrained file is read again)."""
-    key = (str(path), path.stat().st_mtime_ns, str(device), str(dtype))
-    with _CACHE_LOCK:
-        network = _CACHE.get(key)
-        if network is None:
-            network = FastStyleNetwork()
-            load_safetensors(network, path, "fast style network")
-            network = network.to(device=device, dtype=dtype).eval().requires_grad_(False)
-            if len(_CACHE) >= 2:  # a couple of MB each, but a library may hold many
-                _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[key] = network
-    return network
-
-
-class FastStyleOptions(FeedForwardOptions):
+class FastStyleOptions(NetworkOptions):
     network: str | None = Field(None, max_length=64, description="Your trained network's name (`nstdiff fast list`).")
 
 
@@ -83,17 +45,15 @@ class FastStyleMethod(ImageMethod):
 
     def peak_bytes(self, request: ImageStyleRequest, options: FastStyleOptions, shape: Footprint,
                    settings: Settings) -> float:
-        return get_method("feedforward").peak_bytes(request, options, shape, settings)  # the same transformer
+        return render_peak_bytes(shape.pixels)  # the same transformer as feedforward
 
     def transfer(self, job: ImageJob, options: FastStyleOptions, context: RunContext) -> TransferOutput:
         info = get_network(options.network or "", context.settings)  # a request without one is refused earlier
         dtype = network_dtype(options.precision, context.device)
-        network = load_network(info.folder / NETWORK_FILE, context.device, dtype)
+        network = load_fast_style_network(info.folder / NETWORK_FILE, context.device, dtype)
         strength = 1.0 if job.strength_is_default else job.strength
         height, width = (max(MIN_SIDE, round(side / job.style_scale)) for side in (job.height, job.width))
-        content = job.content.to(dtype)
-        if (height, width) != (job.height, job.width):
-            content = F.interpolate(content, size=(height, width), mode="bicubic", antialias=True).clamp(0, 1)
+        content = resample(job.content, height, width).to(dtype)
         with torch.inference_mode():
             vector = network.embedding
             if strength < 1:
@@ -103,8 +63,7 @@ class FastStyleMethod(ImageMethod):
                 vector = strength * vector + (1 - strength) * style_vector(predictor, job.content)
             image = network(content, vector).float()
             context.step(1, 1, stage="render")
-        if image.shape[-2:] != (job.height, job.width):
-            image = F.interpolate(image, size=(job.height, job.width), mode="bicubic", antialias=True)
+        image = resample(image, job.height, job.width)
         context.notes.append(f"fast-style: network '{info.name}' ({info.painting}, {info.steps} steps at "
                              f"{info.resolution} px), strength {strength:g}, {width}x{height} px")
         return TransferOutput(image=image.clamp(0, 1), encoder=f"fast-style:{info.name}", options=options)

@@ -16,35 +16,17 @@ bilinear filter's 0.77 / 0.54 is softer). `style_scale` divides the render size,
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-import torch.nn.functional as F
-from pydantic import Field
 
 from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.methods.base import Footprint, ImageJob, ImageMethod, TransferOutput
+from nstdiff.models.magenta_run import MIN_SIDE, NetworkOptions, network_dtype, render_peak_bytes, resample
 from nstdiff.registry import Capabilities, register_method
-from nstdiff.schema import Frozen, ImageStyleRequest
+from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings
 
-MIN_SIDE = 16  # the transformer downsamples by 4 and pads reflectively: smaller inputs have nothing to pad from
 RENDER_SIDE = 384  # the size Magenta's release was exported at; smaller outputs are rendered here and shrunk
-
-
-class FeedForwardOptions(Frozen):
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Arithmetic: auto = fp16 on CUDA, fp32 on the CPU (bf16 there is slower for these small "
-                            "convolutions).")
-
-
-def network_dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if precision == "fp16" and device.type != "cuda":
-        raise InputError("fp16 arithmetic needs a GPU; on the CPU use bf16 or fp32")
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def blended_vector(vectors: list[torch.Tensor], weights: list[float], content_vector: torch.Tensor | None,
@@ -55,27 +37,19 @@ def blended_vector(vectors: list[torch.Tensor], weights: list[float], content_ve
     return style if content_vector is None else strength * style + (1 - strength) * content_vector
 
 
-def resample(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bicubic, antialiased when shrinking: bilinear blurs the strokes (and lowers the style score by 0.03)."""
-    if image.shape[-2:] == (height, width):
-        return image
-    return F.interpolate(image, size=(height, width), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-
-
 @register_method
 class FeedForwardMethod(ImageMethod):
     name = "feedforward"
     title = "Feed-forward (instant)"
     description = "Magenta's trained arbitrary-style network: any painting, one pass, well under a second on a CPU."
-    options_model = FeedForwardOptions
+    options_model = NetworkOptions
     capabilities = Capabilities(needs_content=True, masks=True, color_controls=True)
 
-    def peak_bytes(self, request: ImageStyleRequest, options: FeedForwardOptions, shape: Footprint,
+    def peak_bytes(self, request: ImageStyleRequest, options: NetworkOptions, shape: Footprint,
                    settings: Settings) -> float:
-        # measured: the widest activations are 32 channels at ¼ size and 8–16 at full size, a few copies alive
-        return 250e6 + 400 * shape.pixels
+        return render_peak_bytes(shape.pixels)
 
-    def transfer(self, job: ImageJob, options: FeedForwardOptions, context: RunContext) -> TransferOutput:
+    def transfer(self, job: ImageJob, options: NetworkOptions, context: RunContext) -> TransferOutput:
         from nstdiff.models.magenta import load_magenta, style_vector, stylize_tensor
 
         if job.content is None:
@@ -85,15 +59,17 @@ class FeedForwardMethod(ImageMethod):
         render = max(RENDER_SIDE, job.height, job.width) / max(job.height, job.width) / job.style_scale
         height, width = (max(MIN_SIDE, round(side * render)) for side in (job.height, job.width))
         content = resample(job.content, height, width)
+        # unset, strength is 1: the network's own balance (0.7, the Gram default, is a weak style in vector space)
+        strength = 1.0 if job.strength_is_default else job.strength
         with torch.inference_mode():
             vectors = [style_vector(predictor, style) for style in job.style_crops or job.styles]
-            own = style_vector(predictor, job.content) if job.strength < 1 else None
+            own = style_vector(predictor, job.content) if strength < 1 else None
             context.step(1, 2, stage="predict")
             if job.regions is None:
                 renders = [stylize_tensor(transformer, content, blended_vector(vectors, job.style_weights, own,
-                                                                               job.strength))]
+                                                                               strength))]
             else:  # each style on its own, kept where its mask is
-                renders = [stylize_tensor(transformer, content, blended_vector([v], [1.0], own, job.strength))
+                renders = [stylize_tensor(transformer, content, blended_vector([v], [1.0], own, strength))
                            for v in vectors]
             context.step(2, 2, stage="render")
         renders = [resample(r.float(), job.height, job.width) for r in renders]
@@ -103,5 +79,5 @@ class FeedForwardMethod(ImageMethod):
             masks = job.regions.styles.to(renders[0])
             image = sum(m[None, None] * r for m, r in zip(masks, renders)) + job.regions.keep.to(renders[0]) * job.content
         context.notes.append(f"feedforward: Magenta arbitrary-style network ({str(dtype).removeprefix('torch.')}, "
-                             f"{width}x{height} px)")
+                             f"{width}x{height} px), strength {strength:g}")
         return TransferOutput(image=image.clamp(0, 1), encoder="magenta-arbitrary", options=options)

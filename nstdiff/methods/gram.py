@@ -15,8 +15,9 @@ from pydantic import Field, field_validator
 from nstdiff.errors import InputError
 from nstdiff.executor import RunContext
 from nstdiff.imageio import load_image
-from nstdiff.losses import FeatureContentLoss, GramStyleLoss, gram_matrix, total_variation
-from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, encoder_profile,
+from nstdiff.losses import (STYLE_LAYER_WEIGHTS, STYLE_LAYERS, FeatureContentLoss, GramStyleLoss, gram_matrix,
+                            total_variation)
+from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, autocast_dtype, encoder_profile,
                                   optimising_run_bytes, to_tensor)
 from nstdiff.models.encoders import choose_encoder
 from nstdiff.optimise import optimise_image
@@ -25,7 +26,6 @@ from nstdiff.registry import Capabilities, get_method, register_method
 from nstdiff.schema import Frozen, ImageRef, ImageStyleRequest
 from nstdiff.settings import Settings
 
-DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # strength s ∈ [0, 1] → style/content weight ratio 10^(RATIO_AT_ZERO + RATIO_SPAN·s); s = 0 is the content itself.
 # The default 0.7 gives ≈ 24: clearly painted yet recognisable (≈ 63 lost faces and objects at 256 px)
 RATIO_AT_ZERO, RATIO_SPAN = -1.0, 3.4
@@ -46,8 +46,10 @@ ACTIVATION_FACTOR = 1.6
 class GramOptions(Frozen):
     # relu2_2 and relu3_1 hold edges and shapes that relu4_2 alone lets the style texture overwrite
     content_layers: list[str] = Field(["relu2_2", "relu3_1", "relu4_2"], min_length=1, max_length=16)
-    style_layers: list[str] = Field(list(DEFAULT_STYLE_LAYERS), min_length=1, max_length=16)
-    style_layer_weights: list[float] | None = Field(None, description="One per style layer; default equal.")
+    style_layers: list[str] = Field(list(STYLE_LAYERS), min_length=1, max_length=16)
+    style_layer_weights: list[float] | None = Field(
+        None, description="One per style layer; default 1 each, but 0.1 for relu4_1 and 0.01 for relu5_1 (deep "
+                          "layers damped against a relief-like texture).")
     content_weight: float | None = Field(None, ge=0, le=1e9, description="Raw weight; overrides strength.")
     style_weight: float | None = Field(None, ge=0, le=1e9, description="Raw weight; overrides strength.")
     # 3 damps pixel noise; ≥ 10 blurs strokes away and loses both style and structure
@@ -58,6 +60,9 @@ class GramOptions(Frozen):
         "content", description="Start from the photo, noise, an image, or the feed-forward network's result.")
     init_image: ImageRef | None = None
     pyramid_levels: int | None = Field(None, ge=1, le=6, description="None: auto (coarsest side ≥ 128 px).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="The encoder's arithmetic (losses stay float32): auto = bf16 on CPUs with bf16 kernels and "
+                            "on CUDA (about twice as fast per step), fp32 elsewhere.")
 
     @field_validator("style_layer_weights")
     @classmethod
@@ -106,7 +111,8 @@ class GramMethod(ImageMethod):
         style_weight = options.style_weight if options.style_weight is not None else style_weight
         if job.content is None:
             content_weight = 0.0  # texture synthesis
-        layer_weights = options.style_layer_weights or [1.0] * len(options.style_layers)
+        layer_weights = options.style_layer_weights or [STYLE_LAYER_WEIGHTS.get(l, 1.0) for l in options.style_layers]
+        dtype = autocast_dtype(options.precision, context.device, cuda_auto=torch.bfloat16)
         total_layer_weight = sum(layer_weights)
         layer_weights = {l: w / total_layer_weight for l, w in zip(options.style_layers, layer_weights)}
 
@@ -139,7 +145,10 @@ class GramMethod(ImageMethod):
             layers = [*options.style_layers, *(options.content_layers if content_loss else [])]
 
             def objective() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-                features = net(image, layers)
+                with torch.autocast(context.device.type, dtype=dtype, enabled=dtype is not None):
+                    # channels-last spares the CPU's convolution kernels a layout change per layer
+                    features = net(image.contiguous(memory_format=torch.channels_last), layers)
+                features = {layer: feature.float() for layer, feature in features.items()}
                 parts = {"style": style_weight * style_loss(features), "tv": options.tv_weight * total_variation(image)}
                 if content_loss is not None:
                     parts["content"] = content_weight * content_loss(features)
@@ -148,6 +157,7 @@ class GramMethod(ImageMethod):
             done, losses = optimise_image(image, objective, options.optimizer, options.learning_rate,
                                           level_step_count, context, done, total_steps)
             image = image.detach().clamp(0, 1)
+        context.notes.append(f"gram: encoder in {str(dtype or torch.float32).removeprefix('torch.')}")
         return TransferOutput(image=image, losses=losses, encoder=encoder.name, options=options)
 
     def _initial_image(self, job, options, size, generator, context) -> torch.Tensor:

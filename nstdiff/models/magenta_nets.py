@@ -182,3 +182,16 @@ def transformer_scopes() -> dict[str, str]:
         scopes[f"style_params/{scope}/StyleNorm/Conv_1"] = f"{prefix}.norm.gamma"
         scopes[f"style_params/{scope}/StyleNorm/Conv"] = f"{prefix}.norm.beta"
     return {scope: f"transformer.{prefix}" for scope, prefix in scopes.items()}
+
+
+class FastStyleNetwork(nn.Module):
+    """Magenta's transformer with one style vector of its own: (N, 3, H, W) photos in [0, 1] → T(c, S)."""
+
+    def __init__(self, transformer: StyleTransformer | None = None):
+        super().__init__()
+        self.transformer = transformer or StyleTransformer()
+        self.embedding = nn.Parameter(torch.zeros(1, STYLE_DIM))
+
+    def forward(self, content: torch.Tensor, vector: torch.Tensor | None = None) -> torch.Tensor:
+        vector = self.embedding if vector is None else vector
+        return self.transformer(content, vector.to(content.dtype).expand(content.shape[0], -1))

@@ -30,7 +30,7 @@ from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_dev
 from nstdiff.imageio import load_image, resize_long_side, save_png
 from nstdiff.losses import FeatureContentLoss, GramStyleLoss, gram_matrix, total_variation
 from nstdiff.methods.base import to_image, to_tensor
-from nstdiff.methods.fast_style import FastStyleNetwork
+from nstdiff.models.magenta_nets import FastStyleNetwork
 from nstdiff.models.encoders import load_encoder
 from nstdiff.models.magenta import load_magenta, style_vector
 from nstdiff.models.weights import save_safetensors
