@@ -4,7 +4,8 @@
                                         [--pairs K] [--out DIR] [--device cpu|cuda]
 
 For each pair it runs, in one process:
-- ours: `nstdiff.stylize` with the Gram method's defaults (encoder vgg16, seed 0, default steps, coarse-to-fine);
+- ours: `nstdiff.stylize` with default settings (encoder vgg16, seed 0): what a person gets; on a CPU that is
+  `auto` at quality balanced, the feed-forward start refined by 40 full-size Gram steps (bf16 encoder);
 - textbook: the PyTorch "Neural Transfer" tutorial loop (Gatys et al. 2016) written out below, on the same VGG16
   weights, at the single output resolution: content MSE at relu4_2, Gram/(C·H·W) MSE at relu1_1 … relu5_1, weights
   1 and 1e6, LBFGS with its defaults (lr 1) over the image, starting from the content, clamped to [0, 1]; as in the

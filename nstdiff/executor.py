@@ -184,8 +184,9 @@ class InProcessExecutor:
         routed = None
         if name in ROUTED:
             try:
-                image_request = ImageStyleRequest.model_validate(
-                    request.model_dump() if isinstance(request, BaseModel) else request)
+                # exclude_unset: what the person left unset stays unset (a preset's or a method's own default applies)
+                image_request = request if isinstance(request, ImageStyleRequest) else ImageStyleRequest.model_validate(
+                    request.model_dump(exclude_unset=True) if isinstance(request, BaseModel) else request)
             except ValidationError as exc:
                 raise InputError(f"invalid request: {format_validation_error(exc)}") from None
             name, routed, fields = route(image_request, settings)
@@ -194,7 +195,7 @@ class InProcessExecutor:
         if not isinstance(request, method.request_model):
             try:
                 request = method.request_model.model_validate(
-                    request.model_dump() if isinstance(request, BaseModel) else request
+                    request.model_dump(exclude_unset=True) if isinstance(request, BaseModel) else request
                 )
             except ValidationError as exc:
                 raise InputError(f"invalid request: {format_validation_error(exc)}") from None

@@ -149,5 +149,7 @@ def test_unset_strength_is_the_networks_own_balance(random_magenta, images):
     """Gram's default strength (0.7) is a weak style in the network's vector space: left unset it is 1."""
     unset, full = stylize(request(images)), stylize(request(images, controls={"strength": 1.0}))
     assert unset.image.tobytes() == full.image.tobytes() and unset.notes[-1].endswith("strength 1")
+    routed = stylize(request(images, method="auto", quality="fast"))  # through auto's routing too
+    assert routed.image.tobytes() == full.image.tobytes() and routed.notes[-1].endswith("strength 1")
     weaker = stylize(request(images, controls={"strength": 0.7}))
     assert weaker.image.tobytes() != unset.image.tobytes() and weaker.notes[-1].endswith("strength 0.7")

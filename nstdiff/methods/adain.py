@@ -61,8 +61,8 @@ class AdaINOptions(Frozen):
     pyramid_levels: int | None = Field(None, ge=1, le=6, description="Coarse-to-fine levels of the optimisation "
                                        "variant; None: auto (coarsest side ≥ 128 px).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Arithmetic of the decoder variant: auto = bf16 on CPUs that have it and fp16 on CUDA "
-                            "(about twice as fast; statistics stay float32), fp32 elsewhere.")
+        "auto", description="The encoder's and decoder's arithmetic: auto = bf16 on CPUs that have it, fp16 (decoder) "
+                            "or bf16 (optimisation) on CUDA; about twice as fast, statistics stay float32.")
 
 
 def mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,14 +178,14 @@ class AdaINMethod(ImageMethod):
         image = resize(job.content, *sizes[0]).clone()
         for (height, width), level_step_count in zip(sizes, steps):
             image = upsample_with_detail(image, job.content, height, width)
-            objective = self._objective(net, job, options, alpha, regions, layers, height, width, image)
+            objective = self._objective(net, job, options, alpha, regions, layers, height, width, image, context.device)
             done, losses = optimise_image(image, objective, options.optimizer, options.learning_rate,
                                           level_step_count, context, done, total_steps)
             image = image.detach().clamp(0, 1)
         return image, losses
 
     @staticmethod
-    def _objective(net, job, options, alpha, regions, layers, height, width, image):
+    def _objective(net, job, options, alpha, regions, layers, height, width, image, device):
         """The AdaIN loss at one pyramid level: content = AdaIN target at relu4_1, style = the styles' statistics
         (styles scaled like the content, so stroke size holds across levels)."""
         factor = max(height, width) / max(job.height, job.width)  # by the long side, as in gram
@@ -208,8 +208,12 @@ class AdaINMethod(ImageMethod):
                     mean.square().sum() + std.square().sum())
             return total / len(style_stats)
 
-        def objective():
-            features = net(image, layers)
+        dtype = autocast_dtype(options.precision, device, cuda_auto=torch.bfloat16)
+
+        def objective():  # the encoder in half precision where it is fast, the statistics and losses in float32
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                features = net(image.contiguous(memory_format=torch.channels_last), layers)
+            features = {layer: feature.float() for layer, feature in features.items()}
             parts = {"content": content_loss(features), "style": options.style_weight * alpha * statistics_loss(features),
                      "tv": options.tv_weight * total_variation(image)}
             return sum(parts.values()), parts
