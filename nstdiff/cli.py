@@ -81,7 +81,10 @@ def _weights(text: str) -> list[float]:
 def _common_image_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", action="append", default=[], type=Path, help="style image (repeat for several)")
     parser.add_argument("--style-weights", type=_weights, help="blend weights, one per --style, e.g. 0.7,0.3")
-    parser.add_argument("--prompt", help="a text style, e.g. 'ukiyo-e woodblock print' (diffusion methods)")
+    parser.add_argument("--prompt", help="a text style, e.g. 'ukiyo-e woodblock print' (diffusion methods; without "
+                        "a diffusion model, auto matches it to the style library: `nstdiff library match WORDS`)")
+    parser.add_argument("--library", metavar="ID", help="a painting of the style library as the style (method auto; "
+                        "see `nstdiff library list`)")
     parser.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
                         help="a LoRA from your library with its blend weight (repeat to blend; diffusion methods)")
     parser.add_argument("--method", default="auto", help="method name (see `nstdiff methods`), or auto: a text style "
@@ -182,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = model_commands.add_parser("fetch", help="download (or import) a model, checked and converted")
     fetch.add_argument("name")
     fetch.add_argument("--from", dest="source", type=Path, help="import from a local file instead of downloading")
+    from nstdiff.library.cli import add_command as add_library_command
+
+    add_library_command(commands)
     for add_command in plugins(COMMANDS_GROUP):
         add_command(commands)
     return parser
@@ -241,6 +247,8 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     if args.lora:
         options["loras"] = args.lora
+    if args.library:
+        options["library"] = args.library
     controls = {"style_scale": args.style_scale}
     if args.strength is not None:
         controls["strength"] = args.strength

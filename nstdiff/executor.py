@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported only when a job runs, so front ends can i
     import torch
 
 ProgressCallback = Callable[[ProgressEvent], None]
+PREVIEW_EVERY = 0.5  # seconds between live previews: cheap (a ≤ 256 px PNG), yet a picture that moves
 
 
 class CancelToken:
@@ -71,6 +72,10 @@ class RunContext:
     cancel: CancelToken | None = None
     started: float = field(default_factory=time.perf_counter)
     notes: list[str] = field(default_factory=list)
+    level: int = 0  # the pass a step belongs to: `optimise_image` counts one per call (a pyramid level)
+    preview_every: float | None = None  # seconds between live previews (the first comes after as long); None:
+    # PREVIEW_EVERY
+    _last_preview: float = field(default=0.0, init=False, repr=False)
 
     def message(self, text: str) -> None:
         """A status line for the user (e.g. 'fetching vgg16…'), sent as a progress event without a step."""
@@ -81,10 +86,24 @@ class RunContext:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def step(self, step: int, total: int, losses: dict[str, float] | None = None, stage: str = "optimise") -> None:
-        """Report a finished step; raises `Cancelled` if cancellation was asked for (also from the callback)."""
+    def wants_preview(self) -> bool:
+        """Whether a live preview is due: someone listens and `preview_every` seconds passed since the last one (or
+        since the start). Ask before making the picture, so a step pays for one only when it is sent."""
+        every = PREVIEW_EVERY if self.preview_every is None else self.preview_every
+        return self.progress is not None and self.elapsed - self._last_preview >= every
+
+    def step(self, step: int, total: int, losses: dict[str, float] | None = None, stage: str = "optimise",
+             preview: Any = None) -> None:
+        """Report a finished step, with `preview` (the image now: a tensor in [0, 1] or a PIL image) as a small PNG
+        when given; raises `Cancelled` if cancellation was asked for (also from the callback)."""
         if self.progress:
-            self.progress(ProgressEvent(step=step, total=total, stage=stage, losses=losses or {}, elapsed=self.elapsed))
+            picture = None
+            if preview is not None:
+                from nstdiff.preview import preview_png
+
+                picture, self._last_preview = preview_png(preview), self.elapsed
+            self.progress(ProgressEvent(step=step, total=total, stage=stage, losses=losses or {}, elapsed=self.elapsed,
+                                        level=self.level, preview=picture))
         if self.cancel is not None and self.cancel.cancelled:
             raise Cancelled(step, total)
 
@@ -181,7 +200,7 @@ class InProcessExecutor:
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
         settings = self.settings or get_settings()
         name = request.get("method", "auto") if isinstance(request, dict) else request.method
-        routed = None
+        routed, library = None, None
         if name in ROUTED:
             try:
                 # exclude_unset: what the person left unset stays unset (a preset's or a method's own default applies)
@@ -190,6 +209,7 @@ class InProcessExecutor:
             except ValidationError as exc:
                 raise InputError(f"invalid request: {format_validation_error(exc)}") from None
             name, routed, fields = route(image_request, settings)
+            library = fields.pop("library", None)  # words matched to the style library: recorded, not a field
             request = image_request.model_copy(update={**fields, "method": name})
         method = get_method(name)
         if not isinstance(request, method.request_model):
@@ -207,9 +227,14 @@ class InProcessExecutor:
         context = RunContext(settings, pick_device(settings.device), seed, progress, cancel)
         if routed:
             context.notes.append(routed)
+        if library:
+            context.notes.append(library.pop("note"))
         check_memory(method, request, settings, context.device)
         try:
-            return method.execute(request, context)
+            result = method.execute(request, context)
+            if library:
+                result.parameters["library"] = library
+            return result
         except (MemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise

@@ -17,10 +17,12 @@ def optimise_image(
 ) -> tuple[int, dict[str, float]]:
     """Minimise `objective()` over the pixels of `image` (a leaf tensor) for `steps` steps.
 
-    Reports every step through `context` (which also raises `Cancelled`) and returns (steps done so far, the last
-    loss terms). `done`/`total` let several calls (pyramid levels) share one progress bar.
+    Reports every step through `context` (which also raises `Cancelled`), with a live preview of the pixels when one
+    is due, and returns (steps done so far, the last loss terms). `done`/`total` let several calls (pyramid levels)
+    share one progress bar; each call is a level of its own (`ProgressEvent.level`), for time-left estimates.
     """
     total = total or done + steps
+    context.level += 1
     final: dict[str, float] = {}
 
     def closure():
@@ -45,5 +47,5 @@ def optimise_image(
             with torch.no_grad():
                 image.clamp_(0, 1)
         done += 1
-        context.step(done, total, final)
+        context.step(done, total, final, preview=image if context.wants_preview() else None)
     return done, final

@@ -1,9 +1,11 @@
 """`method=auto` and `method=diffusion`: which registered method a request goes to, and why.
 
-auto: a text style (prompt or preset) without a style image → diffusion-text; a style image → diffusion-reference
-when a diffusion model and its IP-Adapter are ready locally and a GPU is present; else, by `quality`, the feed-forward
-network (fast), or its result refined by Gram optimisation at full size: 40 steps (balanced) or 80 at a gentler
-strength (best) — the feed-forward start only where its weights can be had, else Gram from the photo.
+auto: a text style (prompt or preset) without a style image → diffusion-text when its model is on disk; else the
+words are matched to the style library (`nstdiff/library/`) and its painting runs the classic way below (the notes
+and the result's `library` parameter name it); a style image → diffusion-reference when a diffusion model and its
+IP-Adapter are ready locally and a GPU is present; else, by `quality`, the feed-forward network (fast), or its result
+refined by Gram optimisation at full size: 40 steps (balanced) or 80 at a gentler strength (best) — the feed-forward
+start only where its weights can be had, else Gram from the photo.
 diffusion: diffusion-reference with a style image, diffusion-text without. The reason goes into the result's notes.
 """
 from __future__ import annotations
@@ -32,7 +34,14 @@ def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str, dic
             return "diffusion-reference", "method diffusion → diffusion-reference (a style image was given)", {}
         return "diffusion-text", "method diffusion → diffusion-text (a text style was given)", {}
     if not request.styles:
-        return "diffusion-text", "method auto → diffusion-text (a text style, no style image)", {}
+        chosen = request.options.get("library")
+        if chosen is None:
+            ready, why_not = text_ready(request.options.get("model") or settings.diffusion_family, settings)
+            if ready:
+                return "diffusion-text", "method auto → diffusion-text (a text style, no style image)", {}
+        from nstdiff.library.route import library_route
+
+        return library_route(request, settings, f"the painting '{chosen}' was chosen" if chosen else why_not)
     ready, why_not = reference_ready(request.options.get("model") or settings.diffusion_family, settings)
     if ready:
         return "diffusion-reference", "method auto → diffusion-reference (a style image, a GPU and a ready model)", {}
@@ -42,11 +51,9 @@ def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str, dic
         asked = "a text prompt" if request.prompt is not None else f"diffusion options ({', '.join(diffusion_only)})"
         raise InputError(f"a style image with {asked} needs diffusion-reference, which cannot run here: {why_not}. "
                          "Drop them to use the classic Gram method.")
-    method, options, steps, strength = CLASSIC_QUALITY[request.quality]
-    if not feedforward_available(settings):
-        method, options, strength = "gram", {}, None
-        steps = CLASSIC_QUALITY["balanced"][2] if request.quality != "best" else None
-        why_not += "; the feed-forward weights are not on disk and downloads are off"
+    method, options, steps, strength, missing = classic_choice(request, settings)
+    if missing:
+        why_not += f"; {missing}"
     fields: dict[str, Any] = {"options": {**options, **request.options}} if options else {}
     if steps is not None and request.steps is None:
         fields["steps"] = steps
@@ -60,6 +67,30 @@ def feedforward_available(settings: Settings) -> bool:
     from nstdiff.models import model_status
 
     return settings.downloads_allowed or model_status("magenta-arbitrary", settings).ready
+
+
+def classic_choice(request: ImageStyleRequest, settings: Settings) -> tuple[str, dict[str, Any], int | None,
+                                                                          float | None, str]:
+    """What `quality` picks for a classic run with a style image: (method, options, steps, strength, a note when the
+    feed-forward weights cannot be had)."""
+    method, options, steps, strength = CLASSIC_QUALITY[request.quality]
+    if feedforward_available(settings):
+        return method, options, steps, strength, ""
+    steps = CLASSIC_QUALITY["balanced"][2] if request.quality != "best" else None
+    return "gram", {}, steps, None, "the feed-forward weights are not on disk and downloads are off"
+
+
+def text_ready(model: str, settings: Settings) -> tuple[bool, str]:
+    """Whether diffusion-text can run with `model` (a family, a folder or a repo id) without a download, and if not,
+    why. A folder or a repository named outright counts as ready: the person asked for that model."""
+    from nstdiff.diffusion.catalogue import load_catalogue
+    from nstdiff.diffusion.hub import locally_available
+
+    if model not in load_catalogue().families:
+        return True, ""
+    if not locally_available(model, settings):
+        return False, f"no diffusion model: {model} is not downloaded (`nstdiff models fetch {model}`)"
+    return True, ""
 
 
 def reference_ready(family: str, settings: Settings) -> tuple[bool, str]:

@@ -78,7 +78,8 @@ class ImageStyleRequest(Frozen):
     content: ImageRef | None = Field(None, description="The photo to restyle; none = texture synthesis / txt2img.")
     styles: list[StyleImage] = Field(default_factory=list, max_length=MAX_STYLES)
     prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS,
-                               description="A text style, e.g. 'ukiyo-e woodblock print' (diffusion methods).")
+                               description="A text style, e.g. 'ukiyo-e woodblock print' (diffusion "
+                               "methods; without a diffusion model, auto matches it to the style library).")
     size: int = Field(512, ge=16, le=4096, description="Longest side of the output, in pixels.")
     steps: int | None = Field(None, ge=1, le=10_000, description="Optimisation / denoising steps; None = the method's.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="None draws a seed, reported in the result.")
@@ -108,11 +109,11 @@ class ImageStyleRequest(Frozen):
 
     @model_validator(mode="after")
     def _needs_a_style(self) -> "ImageStyleRequest":
-        # a trained network (method fast-style) carries its painting
-        if not self.styles and self.prompt is None and not self.options.get("preset") and \
-                not self.options.get("network"):
+        # a trained network (method fast-style) carries its painting; `library` names one of the style library's
+        if not self.styles and self.prompt is None and not any(self.options.get(key) for key in
+                                                               ("preset", "network", "library")):
             raise ValueError("give a style: a style image, a text prompt such as 'ukiyo-e woodblock print', a "
-                             "preset, or a trained network (method fast-style)")
+                             "preset, a painting of the style library, or a trained network (method fast-style)")
         return self
 
     @property
@@ -145,6 +146,9 @@ class ProgressEvent(Frozen):
     losses: dict[str, float] = Field(default_factory=dict)
     elapsed: float = 0.0
     message: str = ""
+    level: int = Field(0, description="Which pass of the run (a pyramid level): steps of one level take alike time.")
+    preview: bytes | None = Field(None, description="A PNG (longest side ≤ 256 px) of the image being worked on, "
+                                  "at most every `RunContext.preview_every` seconds.")
 
 
 class RunResult(BaseModel):

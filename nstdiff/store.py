@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+# the name each kept input had when it came (kept files are named by their content): reloaded, it keeps that name
+NAMES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS input_names (
+    stored TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+)
+"""
+
+
 LORA_SCHEMA = """
 CREATE TABLE IF NOT EXISTS loras (
     name TEXT PRIMARY KEY,
@@ -94,6 +103,7 @@ class Store:
         with self._connect() as db:
             db.execute(SCHEMA)
             db.execute(LORA_SCHEMA)
+            db.execute(NAMES_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.db_path, timeout=30)
@@ -105,7 +115,15 @@ class Store:
         stored = self.inputs / f"{digest}{path.suffix.lower() or '.img'}"
         if not stored.exists():  # copied under a temporary name first: a kill never leaves a short file here
             atomic_write(stored, lambda tmp: shutil.copyfile(path, tmp))
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO input_names VALUES (?, ?)", (stored.name, path.name))
         return stored
+
+    def input_name(self, stored: str | Path) -> str:
+        """The name a kept input came with (its stored name for inputs kept before names were recorded)."""
+        with self._connect() as db:
+            row = db.execute("SELECT name FROM input_names WHERE stored = ?", (Path(stored).name,)).fetchone()
+        return row[0] if row else Path(stored).name
 
     def _keep_inputs(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """The parameters with every input file path replaced by its kept copy."""

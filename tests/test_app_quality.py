@@ -5,29 +5,16 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from tests.conftest import CALLER, no_progress
 from tests.servers import RunningServer
 from ui.image_tab import IMAGE_FORM, REUSED
 
-CALLER = SimpleNamespace(session_hash="session", request=None)  # what the handler reads of a gr.Request
-
-
-def no_progress(*args, **kwargs) -> None:
-    pass
-
-
-@pytest.fixture
-def uploads(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "uploads"
-    folder.mkdir()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
-    return folder
 
 
 @pytest.fixture
@@ -156,8 +143,9 @@ def test_speed_quality_shows_for_auto_only_and_both_stylize_events_read_it(app):
                  and quality in f.outputs]
     shown = {name: toggle.fn(name)[toggle.outputs.index(quality)]["visible"] for name in ("auto", "gram", "adain")}
     assert shown == {"auto": True, "gram": False, "adain": False}
-    readers = [f for f in demo.fns.values() if quality in f.inputs]  # the Stylize button and the example's run
-    assert len(readers) == 2 and all(f.inputs.index(quality) == IMAGE_FORM.index("quality") for f in readers)
+    # the Stylize button, the example's run and Make variations
+    readers = [f for f in demo.fns.values() if quality in f.inputs]
+    assert len(readers) == 3 and all(f.inputs.index(quality) == IMAGE_FORM.index("quality") for f in readers)
 
 
 def test_the_api_streams_both_results_and_names_quality(random_magenta, isolated_settings, images):

@@ -20,15 +20,18 @@ import gradio as gr
 from nstdiff.errors import Cancelled, NstdiffError
 from nstdiff.executor import CancelToken, Executor, InProcessExecutor
 from nstdiff.registry import TABS_GROUP, plugins
-from nstdiff.schema import ImageStyleRequest, ProgressEvent, RunResult
+from nstdiff.schema import ImageStyleRequest, RunResult
 from nstdiff.settings import Settings, get_settings
 from nstdiff.store import HistoryEntry, Store, map_inputs
 from ui.diffusion_tabs import OWN_TABS, build_reference_tab, build_text_tab
 from ui.lora_tab import build_lora_tab
-from ui import image_tab
+from ui.texture_tab import build_texture_tab
+from ui import habits, history_tools, image_tab
+from ui.history_tools import Refills, offer_as
 from ui.files import GuardedBlocks, offer, uploaded
-from ui.image_tab import ENCODERS, IMAGE_FORM, build_image_tab
+from ui.image_tab import IMAGE_FORM, build_image_tab
 from ui.jobs import Jobs, joined_at
+from ui.progress import Watch, in_result_area, live_run, progress_reporter
 from ui.forms import OptionField, image_request, option_fields
 
 log = logging.getLogger(__name__)
@@ -58,18 +61,6 @@ def named_handler(fn: Callable[[dict[str, Any], gr.Request, gr.Progress], Any], 
            P("progress", P.POSITIONAL_OR_KEYWORD, default=gr.Progress())])
     handler.__annotations__ = {"request": gr.Request}  # Gradio finds the request by this annotation
     return handler
-
-
-def progress_reporter(progress: gr.Progress) -> Callable[[ProgressEvent], None]:
-    def report(event: ProgressEvent) -> None:
-        if event.stage == "message" or not event.total:
-            progress(0, desc=event.message)
-            return
-        loss = event.losses.get("total")
-        desc = f"step {event.step}/{event.total}" + (f" · loss {loss:.4g}" if loss is not None else "")
-        progress((event.step, event.total), desc=desc, unit="steps")
-
-    return report
 
 
 def cancelled(exc: Cancelled) -> gr.Error:
@@ -115,15 +106,17 @@ class App:
         finally:
             self.jobs.finish(session, token)
 
-    def execute(self, request: Any, caller: gr.Request, progress: gr.Progress) -> tuple[HistoryEntry, RunResult]:
-        """Run any method's request for a caller, store the result, log the job, turn a failure into a message.
+    def execute(self, request: Any, caller: gr.Request, progress: gr.Progress,
+                watch: Watch | None = None) -> tuple[HistoryEntry, RunResult]:
+        """Run any method's request for a caller, store the result, log the job, turn a failure into a message;
+        `watch` sees every progress event (live previews: `ui/progress.py`).
 
         Unexpected exceptions are logged and worded by `GuardedBlocks`, which every event passes through."""
         job_id, method, started = uuid.uuid4().hex[:12], getattr(request, "method", "?"), time.monotonic()
         outcome = "failed"
         try:
             with self.job_token(caller, job_id) as token:
-                result = self.executor.run(request, progress=progress_reporter(progress), cancel=token)
+                result = self.executor.run(request, progress=progress_reporter(progress, watch), cancel=token)
                 entry = self.store.add(result, entry_id=job_id)  # inputs are kept only now, for a result that exists
             outcome = "ok"
         except Cancelled as exc:
@@ -152,15 +145,14 @@ class App:
         entry, result = self.execute(request, caller, progress)
         return str(entry.output), describe(result)
 
+    def live(self, request: Any, caller: gr.Request, progress: gr.Progress):
+        """`run` for a handler that streams: live previews first when the caller is the app's page."""
+        yield from live_run(self, request, caller, progress)
+
     def stylize(self, values: dict[str, Any], request: gr.Request, progress: gr.Progress):
         """The Image style form (`IMAGE_FORM` plus the chosen method's option widgets) as a job: its result, after an
         instant one for method auto where the feed-forward network can give it (`ui/image_tab.py`)."""
-        yield from image_tab.stylize(self, values, request, progress)
-
-    def texture(self, styles, size, steps, seed, encoder, request: gr.Request, progress=gr.Progress()):
-        job = self.form_request(method="gram", content=None, styles=styles, weights=None, size=size, steps=steps,
-                                seed=seed, encoder=encoder, strength=1.0, preserve_color="none", style_scale=1.0)
-        return self.run(job, request, progress)
+        yield from in_result_area(lambda: image_tab.stylize(self, values, request, progress), request)
 
     @staticmethod
     def form_request(*, content, styles, **values) -> ImageStyleRequest:
@@ -176,6 +168,11 @@ class App:
             return "Cancelling: the running job stops at its next step; your waiting jobs will not start."
         return "Nothing was running; your waiting jobs, if any, will not start."
 
+    def closed(self, request: gr.Request) -> None:
+        """The page was closed or reloaded: its jobs stop (jobs sent through the API have sessions of their own)."""
+        if request is not None and request.session_hash and self.jobs.cancel(request.session_hash):
+            log.info("a page closed: its running job was cancelled")
+
     def history(self) -> list[tuple[str, str]]:
         return [(str(entry.picture), entry.label) for entry in self.store.list()]
 
@@ -185,7 +182,7 @@ class App:
         entry = self.store.get(caption.rsplit("#", 1)[-1])
         if entry is None:
             raise gr.Error("That history entry no longer exists.")
-        shown = map_inputs(entry.parameters, lambda path: Path(path).name)  # file names, not server folders
+        shown = map_inputs(entry.parameters, self.store.input_name)  # the names they came with, not server folders
         return entry.id, {"id": entry.id, **shown, "timings": entry.timings, "notes": entry.notes}
 
     def reuse(self, entry_id: str):
@@ -197,16 +194,21 @@ class App:
         if entry.method not in {m.name for m in self.image_methods}:
             raise gr.Error(f"This result was made by '{entry.method}', not in the Image style tab; its settings are "
                            "in the Parameters box.")
+        return self.refill_image(p, lambda path: offer_as(path, self.store.input_name(path))
+                                 if path and Path(path).is_file() else None)
+
+    def refill_image(self, p: dict[str, Any], kept: Callable[[str | None], Any] | None) -> tuple:
+        """The Image style form's values from a result's parameters; `kept(path)`: the input file to show (None:
+        leave the form's files as they are)."""
         controls, options = p["controls"], p.get("options") or {}
         option_values = [field.form_value(options[field.name]) if field.method == p["method"] and field.name in options
                          else gr.update() for field in self.option_fields]
-        def kept(path: str | None) -> str | None:
-            return offer(path) if path and Path(path).is_file() else None
-
+        files = (lambda path: kept(path)) if kept else (lambda path: gr.update())
         quality = p.get("quality") or ImageStyleRequest.model_fields["quality"].default  # older entries lack it
-        return (kept(p["content"]), [kept(s["image"]) for s in p["styles"]], ", ".join(str(s["weight"]) for s in p["styles"]),
-                p["method"], controls["strength"], controls["preserve_color"], controls["style_scale"], p["size"],
-                p["steps"] or 0, p["seed"], p["encoder"], kept(controls["mask"]), quality, *option_values)
+        return (files(p["content"]), [kept(s["image"]) for s in p["styles"]] if kept else gr.update(),
+                ", ".join(str(s["weight"]) for s in p["styles"]), p["method"], controls["strength"],
+                controls["preserve_color"], controls["style_scale"], p["size"], p["steps"] or 0, p["seed"],
+                p["encoder"], files(controls["mask"]), quality, *option_values)
 
     def models_table(self) -> list[list[str]]:
         loaded = self.executor.loaded_models()
@@ -234,6 +236,7 @@ class App:
     # -- layout ------------------------------------------------------------------------------------------------
 
     def build(self) -> gr.Blocks:
+        self.refills = Refills()  # the tabs "use these settings" can fill (`ui/history_tools.py`), as built now
         with GuardedBlocks(title="nstdiff") as demo:
             gr.Markdown("# nstdiff\nRestyle a photo with a painting or with words, or grow a texture from one.")
             tab = build_image_tab(self)
@@ -241,29 +244,18 @@ class App:
             diffusion_jobs = build_text_tab(self) + build_reference_tab(self)
             build_lora_tab(self)
 
-            with gr.Tab("Texture", id="texture"):
-                with gr.Row():
-                    with gr.Column():
-                        t_styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)")
-                        t_size = gr.Slider(label="Size (px)", step=16, minimum=64, maximum=self.settings.max_output_side,
-                                           value=256)
-                        t_steps = gr.Number(label="Steps (0 = default)", value=0, precision=0, minimum=0)
-                        t_seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1)
-                        t_encoder = gr.Dropdown(ENCODERS, value=self.settings.default_encoder, label="Encoder")
-                        t_run = gr.Button("Synthesise", variant="primary")
-                    with gr.Column():
-                        t_output = gr.Image(label="Texture", format="png", type="filepath", interactive=False)
-                        t_info = gr.Markdown()
+            texture_jobs = build_texture_tab(self)
 
             # extensions' tabs (audio, 3D, …): each returns the events whose end adds a result to the history
             extension_jobs = [job for build_tab in plugins(TABS_GROUP) for job in (build_tab(self) or [])]
 
             with gr.Tab("History", id="history") as history_tab:
-                gallery = gr.Gallery(label="Past results", format="png", columns=4, allow_preview=True,
+                gallery = gr.Gallery(label="Past results", format="png", columns=4, allow_preview=True, height=420,
                                      elem_id="history")
                 selected = gr.Textbox(visible=False)
                 params = gr.JSON(label="Parameters")
-                reuse = gr.Button("Use these settings in Image style")
+                reuse = gr.Button("Use these settings (in the tab that made it)", elem_id="reuse")
+                settings_png, png_said = history_tools.png_reader()
 
             with gr.Tab("Models", id="models") as models_tab:
                 table = gr.Dataframe(headers=["name", "status", "in memory", "file", "description"], interactive=False)
@@ -273,28 +265,30 @@ class App:
                     fetch = gr.Button("Fetch")
                 fetch_log = gr.Textbox(label="Fetch log", lines=3)
 
-            stylize = named_handler(self.stylize, [*IMAGE_FORM, *(f.key for f in self.option_fields)],
-                                    {"quality": tab.quality.value,
-                                     **{f.key: f.form_value(f.default) for f in self.option_fields}})
-            limit = self.gpu_queue
+            names = [*IMAGE_FORM, *(f.key for f in self.option_fields)]
+            defaults = {"quality": tab.quality.value, **{f.key: f.form_value(f.default) for f in self.option_fields}}
+            stylize = named_handler(self.stylize, names, defaults)
+            limit = {**self.gpu_queue, "show_progress_on": [tab.info]}  # one progress bar, under the live preview
             job = tab.run.click(stylize, tab.inputs, [tab.output, tab.info], api_name="stylize", **limit)
+            tab.run.click(lambda: "", None, tab.status, queue=False, api_name=False, show_progress="hidden")
             job.then(self.history, None, gallery, api_name=False)
+            habits.wire_variations(self, tab, names, defaults, gallery)
             tab.stop.click(self.cancel, None, tab.status, api_name="cancel", queue=False)
             example_job = tab.example.click(
                 lambda: (offer(EXAMPLES / "photo.jpg"), [offer(EXAMPLES / "painting.jpg")], 256, 0), None,
                 [tab.content, tab.styles, tab.size, tab.steps], queue=False, api_name=False,
             ).then(stylize, tab.inputs, [tab.output, tab.info], api_name=False, **limit)
             example_job.then(self.history, None, gallery, api_name=False)
-            t_job = t_run.click(self.texture, [t_styles, t_size, t_steps, t_seed, t_encoder], [t_output, t_info],
-                                api_name="texture", **limit)
-            t_job.then(self.history, None, gallery, api_name=False)
-            for extension_job in diffusion_jobs + extension_jobs:
+            for extension_job in diffusion_jobs + texture_jobs + extension_jobs:
                 extension_job.then(self.history, None, gallery, api_name=False)
             history_tab.select(self.history, None, gallery, api_name="history")
             gallery.select(self.select_history, None, [selected, params], api_name=False)
-            reuse.click(self.reuse, selected, tab.reused, api_name="reuse")
+            self.refills.tabs.insert(0, history_tools.Refill("Image style", {m.name for m in self.image_methods}
+                                                             .__contains__, tab.reused, self.refill_image))
+            history_tools.wire(self, tab, reuse, selected, settings_png, png_said)
             models_tab.select(self.models_table, None, table, api_name="models")
-            fetch.click(self.fetch, model_name, [table, fetch_log], api_name="fetch_model", **limit)
+            fetch.click(self.fetch, model_name, [table, fetch_log], api_name="fetch_model", **self.gpu_queue)
             demo.load(self.history, None, gallery, api_name=False)
+            demo.unload(self.closed)  # closing the page cancels its jobs
         return demo
 

@@ -12,6 +12,9 @@ from nstdiff.errors import NstdiffError
 from nstdiff.schema import MAX_PROMPT_CHARS, Controls
 from ui.files import uploaded
 from ui.forms import bounds, image_request
+from ui.progress import in_results
+from ui import readiness
+from ui.library_gallery import next_best, preset_thumbnails, text_library
 
 if TYPE_CHECKING:
     from ui.app import App
@@ -80,12 +83,16 @@ def _common(app: "App", prefix: str):
 
 
 def _result_column(prefix: str):
-    with gr.Column():
+    """Restyle and Cancel above the result, in a column that stays in view while the inputs scroll (`ui/look.py`)."""
+    with gr.Column(elem_classes="result-column"):
+        with gr.Row():
+            run = gr.Button("Restyle", variant="primary", elem_id=f"{prefix}-run", scale=2)
+            stop = gr.Button("Cancel", elem_id=f"{prefix}-cancel", scale=1)
         output = gr.Image(label="Result", format="png", type="filepath", interactive=False,
-                          elem_id=f"{prefix}-result")
+                          elem_id=f"{prefix}-result", height="58vh")
         info = gr.Markdown(elem_id=f"{prefix}-info")
         status = gr.Markdown()
-    return output, info, status
+    return output, info, status, run, stop
 
 
 def build_text_tab(app: "App") -> list:
@@ -93,17 +100,19 @@ def build_text_tab(app: "App") -> list:
     by_name = {p.name: p for p in presets}
 
     def text_style(content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed,
-                   lora_1=None, lora_2=None, lora_3=None, weight_1=0.8, weight_2=0.8, weight_3=0.8,
+                   lora_1=None, lora_2=None, lora_3=None, weight_1=0.8, weight_2=0.8, weight_3=0.8, library=None,
                    request: gr.Request = None, progress=gr.Progress()):
         if not (prompt or "").strip() and preset in (None, "none"):
             raise gr.Error("Describe a style in words, or pick a preset.", title="Check the inputs")
         loras = chosen_loras((lora_1, lora_2, lora_3, weight_1, weight_2, weight_3))
-        job = diffusion_request(method="diffusion-text", content=content, styles=[], prompt=prompt,
+        # auto: diffusion-text when the model is on disk, else the words matched to the style library (`library`:
+        # a runner-up painting chosen with its button)
+        job = diffusion_request(method="auto", content=content, styles=[], prompt=prompt,
                                 strength=strength, size=size, steps=steps, seed=seed,
                                 options={"preset": preset, "negative_prompt": negative or None,
                                          "structure": structure, "model": family, "fast": fast,
-                                         "loras": loras or None})
-        return app.run(job, request, progress)
+                                         "loras": loras or None, "library": library})
+        yield from app.live(job, request, progress)  # live previews from the latents, then the result
 
     def show_preset(name: str):
         preset = by_name.get(name)
@@ -112,6 +121,7 @@ def build_text_tab(app: "App") -> list:
         return gr.update(value=preset.strength), f"`{preset.prompt}`  \nnegative: `{preset.negative or '-'}`"
 
     with gr.Tab("Text style", id="text") as tab:
+        banner = readiness.banner(app, "text", "text")
         with gr.Row():
             with gr.Column():
                 content = gr.File(file_types=["image"], label="Photo (optional: without one, a new image)",
@@ -121,24 +131,30 @@ def build_text_tab(app: "App") -> list:
                 preset = gr.Dropdown([("none", "none")] + [(f"{p.title} ({p.name})", p.name) for p in presets],
                                      value="none", label=f"Preset ({len(presets)})", elem_id="text-preset")
                 preset_info = gr.Markdown()
+                shelf = text_library(app, prompt, preset, presets)
                 negative = gr.Textbox(label="Negative prompt (empty: the preset's)", elem_id="text-negative")
                 strength = gr.Slider(label="Strength", step=0.05, **{**bounds(Controls, "strength"),
                                      "info": "0 keeps the photo, 1 repaints it"}, elem_id="text-strength")
                 family, fast, structure, size, steps, seed = _common(app, "text")
                 lora_names, lora_weights = my_styles(app, "text")
-                with gr.Row():
-                    run = gr.Button("Restyle", variant="primary", elem_id="text-run")
-                    stop = gr.Button("Cancel", elem_id="text-cancel")
-            output, info, status = _result_column("text")
+            output, info, status, run, stop = _result_column("text")
+        again = next_best("text")
     preset.change(show_preset, preset, [strength, preset_info], queue=False, api_name=False,
                   show_progress="hidden")
     tab.select(lambda: [gr.update(choices=lora_choices(app))] * LORA_SLOTS, None, lora_names, queue=False,
                api_name=False, show_progress="hidden")
     stop.click(app.cancel, None, status, queue=False, api_name=False)
     job = run.click(
-        text_style, [content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed,
-                     *lora_names, *lora_weights], [output, info], api_name="text_style", **app.gpu_queue)
-    return [job]
+        in_results(text_style), [content, prompt, preset, negative, strength, structure, family, fast, size, steps,
+                                 seed, *lora_names, *lora_weights], [output, info], api_name="text_style",
+        show_progress_on=[info], **app.gpu_queue)
+    banner.wire(app, tab, family)
+    tab.select(lambda progress=gr.Progress(): preset_thumbnails(app, presets, progress), None,
+               [shelf.presets, shelf.preset_names], api_name=False, show_progress_on=[shelf.presets], **app.gpu_queue)
+    reruns = again.wire(app, job, output, in_results(text_style), [
+        content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed, *lora_names,
+        *lora_weights], [output, info])
+    return [job, *reruns]
 
 
 def build_reference_tab(app: "App") -> list:
@@ -146,13 +162,15 @@ def build_reference_tab(app: "App") -> list:
                   seed, request: gr.Request, progress=gr.Progress()):
         if not style:
             raise gr.Error("Add a style reference image.", title="Check the inputs")
+        readiness.require(app, "reference", family)
         job = diffusion_request(method="diffusion-reference", content=content, styles=[style], prompt=prompt,
                                 strength=strength, size=size, steps=steps, seed=seed,
                                 options={"mode": mode, "reference_scale": reference_scale, "structure": structure,
                                          "model": family, "fast": fast})
-        return app.run(job, request, progress)
+        yield from app.live(job, request, progress)  # live previews from the latents, then the result
 
-    with gr.Tab("Style reference", id="reference"):
+    with gr.Tab("Style reference", id="reference") as tab:
+        banner = readiness.banner(app, "reference", "ref")
         with gr.Row():
             with gr.Column():
                 content = gr.File(file_types=["image"], label="Photo (optional)", elem_id="ref-content")
@@ -166,12 +184,11 @@ def build_reference_tab(app: "App") -> list:
                 strength = gr.Slider(label="Strength", step=0.05, **{**bounds(Controls, "strength"),
                                      "info": "0 keeps the photo, 1 repaints it"}, elem_id="ref-strength")
                 family, fast, structure, size, steps, seed = _common(app, "ref")
-                with gr.Row():
-                    run = gr.Button("Restyle", variant="primary", elem_id="ref-run")
-                    stop = gr.Button("Cancel", elem_id="ref-cancel")
-            output, info, status = _result_column("ref")
+            output, info, status, run, stop = _result_column("ref")
     stop.click(app.cancel, None, status, queue=False, api_name=False)
     job = run.click(
-        reference, [content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps,
-                    seed], [output, info], api_name="style_reference", **app.gpu_queue)
+        in_results(reference), [content, style, prompt, mode, reference_scale, strength, structure, family, fast, size,
+                                steps, seed], [output, info], api_name="style_reference", show_progress_on=[info],
+        **app.gpu_queue)
+    banner.wire(app, tab, family)
     return [job]

@@ -17,8 +17,10 @@ import gradio as gr
 
 from nstdiff.routing import CLASSIC_QUALITY
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
+from ui import habits
 from ui.files import offer, uploaded
 from ui.forms import OptionField, bounds, method_options, painted_mask
+from ui.library_gallery import image_library
 
 if TYPE_CHECKING:
     from ui.app import App
@@ -56,6 +58,8 @@ class ImageTab:
     output: gr.Image
     info: gr.Markdown
     status: gr.Markdown
+    variations: Any = None  # the batch-of-seeds panel (`ui/habits.py`)
+    seed: Any = None
 
     @property
     def inputs(self) -> list[gr.components.Component]:
@@ -72,13 +76,19 @@ def build_image_tab(app: "App") -> ImageTab:
     image_methods, settings = app.image_methods, app.settings
     with gr.Tab("Image style", id="image"):
         with gr.Row():
-            with gr.Column():
+            with gr.Column(scale=5):
                 # gr.File, not gr.Image: our loader, not Gradio's, judges the upload and explains a bad one
-                content = gr.File(file_types=["image"], label="Content photo", elem_id="content")
-                preview = gr.Image(label="Content preview", interactive=False, height=200)
-                styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)", elem_id="styles")
+                with gr.Row(equal_height=True):
+                    content = gr.File(file_types=["image"], label="Content photo", elem_id="content", height=116)
+                    styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)",
+                                     elem_id="styles", height=116)
+                with gr.Row(equal_height=True):  # the inputs as pictures, the styles with their blend weights
+                    preview = gr.Image(label="Content preview", interactive=False, height=150,
+                                       elem_id="content-preview")
+                    style_pictures = habits.style_gallery()
                 weights = gr.Textbox(label="Blend weights", placeholder="e.g. 0.7, 0.3 (empty: equal)",
                                      elem_id="weights")
+                image_library(app, styles)  # the style library's paintings: a click adds one to the styles
                 method = gr.Dropdown([("Automatic (picks for the inputs)", "auto")]
                                      + [(m.title, m.name) for m in image_methods], label="Method", value="auto",
                                      elem_id="method")
@@ -86,17 +96,20 @@ def build_image_tab(app: "App") -> ImageTab:
                 quality = gr.Radio(list(get_args(field.annotation)), value=field.default, label="Speed / quality",
                                    info=QUALITY_INFO, visible=method.value == "auto", elem_id="quality")
                 strength = gr.Slider(label="Strength", step=0.05, **bounds(Controls, "strength"), elem_id="strength")
-                preserve = gr.Radio([c.value for c in PreserveColor], value="none", label="Preserve colour",
-                                    info=Controls.model_fields["preserve_color"].description)
-                style_scale = gr.Slider(label="Style scale", step=0.05, **bounds(Controls, "style_scale"))
                 with gr.Row():
-                    size = gr.Slider(label="Size (longest side, px)", step=16, **{
+                    size = gr.Slider(label="Size (longest side, px; the photo's aspect ratio is kept)", step=16, **{
                         **bounds(ImageStyleRequest, "size"), "value": 512, "maximum": settings.max_output_side},
                         elem_id="size")
+                    size_preset = habits.size_presets()
+                with gr.Row():
                     steps = gr.Number(label="Steps (0 = method default)", value=0, precision=0, minimum=0,
                                       maximum=10_000, elem_id="steps")
-                    seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1, elem_id="seed")
-                encoder = gr.Dropdown(ENCODERS, value=settings.default_encoder, label="Encoder")
+                    seed, dice, recycle = habits.seed_controls()
+                with gr.Accordion("Colour, stroke size, encoder", open=False):
+                    preserve = gr.Radio([c.value for c in PreserveColor], value="none", label="Preserve colour",
+                                        info=Controls.model_fields["preserve_color"].description)
+                    style_scale = gr.Slider(label="Style scale", step=0.05, **bounds(Controls, "style_scale"))
+                    encoder = gr.Dropdown(ENCODERS, value=settings.default_encoder, label="Encoder")
                 option_groups, option_widgets = {}, []
                 for m in image_methods:  # each method's own controls (AdaIN's alpha, Gram's weights, …)
                     with gr.Accordion(f"{m.title}: options", open=m.name == "adain",
@@ -109,17 +122,22 @@ def build_image_tab(app: "App") -> ImageTab:
                     mask_paint = gr.ImageEditor(label="…or paint one over the photo", type="numpy",
                                                 brush=gr.Brush(colors=["#ffffff", "#ff0000", "#00ff00", "#0000ff",
                                                                        "#000000"], color_mode="fixed"))
+            # the run buttons, progress and result stay in view together (sticky: `ui/look.py`); Ctrl+Enter runs
+            with gr.Column(scale=4, elem_classes="result-column"):
                 with gr.Row():
-                    run = gr.Button("Stylize", variant="primary", elem_id="stylize")
-                    stop = gr.Button("Cancel", elem_id="cancel")
-            with gr.Column():
-                output = gr.Image(label="Result", format="png", type="filepath", interactive=False, elem_id="result")
+                    run = gr.Button("Stylize", variant="primary", elem_id="stylize", scale=2)
+                    stop = gr.Button("Cancel", elem_id="cancel", scale=1)
+                output = gr.Image(label="Result", format="png", type="filepath", interactive=False, elem_id="result",
+                                  height="58vh")
                 info = gr.Markdown(elem_id="result-info")
-                status = gr.Markdown()
+                status = gr.Markdown(elem_id="status")
+                example = gr.Button("Try it: the bundled photo in the style of the bundled painting (256 px)",
+                                    elem_id="example", size="sm")
+                variations = habits.variations_panel()
         content.change(lambda f: (uploaded(f), uploaded(f)) if f else (None, None), content, [preview, mask_paint],
                        show_progress="hidden", queue=False, api_name=False)
-        example = gr.Button("Try it: the bundled photo in the style of the bundled painting (256 px)",
-                            elem_id="example")
+        habits.wire_inputs(app, content=content, styles=styles, weights=weights, style_pictures=style_pictures,
+                           size=size, size_preset=size_preset, seed=seed, dice=dice, recycle=recycle, info=info)
     # the chosen method's options, and speed / quality for auto
     method.change(lambda name: [gr.update(visible=key == name) for key in option_groups]
                   + [gr.update(visible=name == "auto")], method, [*option_groups.values(), quality], queue=False,
@@ -127,30 +145,36 @@ def build_image_tab(app: "App") -> ImageTab:
     return ImageTab(form=[content, styles, weights, method, strength, preserve, style_scale, size, steps, seed,
                           encoder], mask_file=mask_file, mask_paint=mask_paint, quality=quality,
                     option_widgets=option_widgets, run=run, stop=stop, example=example, content=content,
-                    styles=styles, size=size, steps=steps, output=output, info=info, status=status)
+                    styles=styles, size=size, steps=steps, output=output, info=info, status=status,
+                    variations=variations, seed=seed)
 
 
 def stylize(app: "App", values: dict[str, Any], caller: gr.Request, progress: gr.Progress) -> Iterator[tuple[str, str]]:
     """The form (`IMAGE_FORM` plus the chosen method's options) as a job: (picture, description) once, or twice when an
     instant result shows first (see `instant_result`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        mask_file = values.get("mask_file")
-        mask = uploaded(mask_file) if mask_file else painted_mask(values.get("mask_paint"), Path(tmp))
-        method = values["method"]
-        job = app.form_request(
-            method=method, content=values.get("content"), styles=values.get("styles"), weights=values.get("weights"),
-            size=values["size"], steps=values.get("steps"), seed=values.get("seed"), encoder=values["encoder"],
-            strength=values["strength"], preserve_color=values["preserve_color"], style_scale=values["style_scale"],
-            mask=mask, options=method_options(app.option_fields, method, values), quality=values.get("quality"))
+        job = form_job(app, values, Path(tmp))
         shown = instant_result(app, job, caller, progress, Path(tmp))
         if shown is not None:
             yield shown
         try:
-            yield app.run(job, caller, progress)
+            yield from app.live(job, caller, progress)  # live previews, then the result
         except gr.Error as exc:
             if shown is not None:  # the instant result stays on screen: say it is not the refined one
                 yield shown[0], f"Instant result only (not stored): the refined one did not come — {exc.message}"
             raise
+
+
+def form_job(app: "App", values: dict[str, Any], tmp: Path) -> ImageStyleRequest:
+    """The form's values as a request (a painted mask is written into `tmp`)."""
+    mask_file = values.get("mask_file")
+    mask = uploaded(mask_file) if mask_file else painted_mask(values.get("mask_paint"), tmp)
+    method = values["method"]
+    return app.form_request(
+        method=method, content=values.get("content"), styles=values.get("styles"), weights=values.get("weights"),
+        size=values["size"], steps=values.get("steps"), seed=values.get("seed"), encoder=values["encoder"],
+        strength=values["strength"], preserve_color=values["preserve_color"], style_scale=values["style_scale"],
+        mask=mask, options=method_options(app.option_fields, method, values), quality=values.get("quality"))
 
 
 def instant_result(app: "App", job: ImageStyleRequest, caller: gr.Request, progress: gr.Progress,

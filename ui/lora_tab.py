@@ -18,6 +18,7 @@ from nstdiff.errors import NstdiffError
 from nstdiff.loras import list_loras
 from nstdiff.training.lora_data import check_lora_name
 from ui.files import offer, uploaded
+from ui import readiness
 
 if TYPE_CHECKING:
     from ui.app import App
@@ -92,6 +93,7 @@ def build_lora_tab(app: "App") -> list:
             folder = datasets / check_lora_name(name)  # checked before any file is touched: no path tricks
         except NstdiffError as exc:
             raise gr.Error(str(exc), title="My styles")
+        readiness.require(app, "lora", base)  # the base model must be on disk: say so now, not in the job's log
         if files:  # a new dataset (replacing this name's old one); none given: the kept one, e.g. to resume
             datasets.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=datasets))
@@ -137,6 +139,7 @@ def build_lora_tab(app: "App") -> list:
 
     families = executor.families()
     with gr.Tab("My styles", id="loras") as tab:
+        banner = readiness.banner(app, "lora", "lora")
         with gr.Row():
             with gr.Column():
                 gr.Markdown("### Train a style from your artwork")
@@ -192,4 +195,5 @@ def build_lora_tab(app: "App") -> list:
     export_button.click(export, chosen, exported, api_name="lora_export")
     import_button.click(import_file, [import_upload, import_name, import_base, import_trigger], table,
                         api_name="lora_import")
+    banner.wire(app, tab, base)
     return []

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from nstdiff.executor import Executor
 from nstdiff.settings import Settings, get_settings
 from ui.app import App
+from ui.look import CSS, HEAD
 
 
 class LoginThrottle:
@@ -87,7 +88,7 @@ def create_server(settings: Settings | None = None, executor: Executor | None = 
     mounted = gr.mount_gradio_app(
         server, demo, path="/", auth=auth, allowed_paths=[str(app.store.results)],
         max_file_size=f"{settings.max_upload_mb}mb", ssr_mode=False, enable_monitoring=False, run_history=False,
-        footer_links=["api"], show_error=False,
+        footer_links=["api"], show_error=False, css=CSS, head=HEAD,
     )
     # Gradio checks "this file was uploaded here" only for an app it launched itself; mounted, we say it was
     demo.has_launched = True

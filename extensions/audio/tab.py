@@ -32,12 +32,23 @@ def audio_request(*, content: str | None, style: str | None, strength: float, mo
         raise gr.Error(format_validation_error(exc), title="Check the inputs") from None
 
 
+def refill(parameters: dict[str, Any], files) -> list[Any]:
+    """The form's values from a past audio result (`files(path)`: the clip to show; None: leave the clips)."""
+    p, keep = parameters, (files or (lambda path: gr.update()))
+    return [keep(p.get("content")), keep(p.get("style")), p["strength"], p["mode"], p["steps"], p["filters"],
+            p["kernel_width"], p["n_fft"], p["sample_rate"], p.get("seconds") or 0, p["seed"]]
+
+
 def build_tab(app) -> list[Any]:
     from ui.app import describe
+    from ui.progress import in_results
+
+    job_method = AudioStyleRequest.model_fields["method"].default
 
     def render(content, style, strength, mode, steps, filters, kernel_width, n_fft, sample_rate, seconds, seed,
                request: gr.Request, progress=gr.Progress()):
-        from extensions.audio.audioio import fit_length, read_clip, spectrogram_image
+        from extensions.audio.audioio import fit_length, read_clip
+        from extensions.audio.picture import labelled_spectrogram
 
         job = audio_request(content=content, style=style, strength=strength, mode=mode, steps=steps, filters=filters,
                             kernel_width=kernel_width, n_fft=n_fft, sample_rate=sample_rate, seconds=seconds, seed=seed)
@@ -48,8 +59,9 @@ def build_tab(app) -> list[Any]:
                                                app.settings), len(heard_content.samples))
         except NstdiffError as exc:
             raise gr.Error(str(exc), title="Cannot run this")
-        return (str(entry.output), spectrogram_image(heard_content.samples, job.sample_rate),
-                spectrogram_image(heard_style.samples, job.sample_rate), result.preview(), describe(result))
+        return (str(entry.output), labelled_spectrogram(heard_content.samples, job.sample_rate, "Content"),
+                labelled_spectrogram(heard_style.samples, job.sample_rate, "Style"),
+                labelled_spectrogram(result.audio, result.sample_rate, "Result"), describe(result))
 
     with gr.Tab("Audio", id="audio"):
         with gr.Row():
@@ -73,20 +85,29 @@ def build_tab(app) -> list[Any]:
                     seconds = gr.Number(label=f"Seconds of the content to render (0 = all, at most {MAX_SECONDS:g})",
                                         value=0, minimum=0, maximum=MAX_SECONDS)
                     seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1)
+            with gr.Column(elem_classes="result-column"):  # stays in view while the inputs scroll
                 with gr.Row():
-                    run = gr.Button("Render", variant="primary", elem_id="audio-render")
-                    stop = gr.Button("Cancel", elem_id="audio-cancel")
-            with gr.Column():
+                    run = gr.Button("Render", variant="primary", elem_id="audio-render", scale=2)
+                    stop = gr.Button("Cancel", elem_id="audio-cancel", scale=1)
                 result = gr.Audio(type="filepath", label="Result", interactive=False, elem_id="audio-result")
-                with gr.Row():
-                    content_picture = gr.Image(label="Content spectrogram", format="png", interactive=False)
-                    style_picture = gr.Image(label="Style spectrogram", format="png", interactive=False)
-                    result_picture = gr.Image(label="Result spectrogram", format="png", interactive=False)
                 info = gr.Markdown(elem_id="audio-info")
                 status = gr.Markdown()
+                # one under another, full width: large enough to read, with time and frequency axes
+                with gr.Tabs():
+                    with gr.Tab("Result spectrogram"):
+                        result_picture = gr.Image(show_label=False, format="png", interactive=False,
+                                                  elem_id="audio-result-spectrogram")
+                    with gr.Tab("Content"):
+                        content_picture = gr.Image(show_label=False, format="png", interactive=False)
+                    with gr.Tab("Style"):
+                        style_picture = gr.Image(show_label=False, format="png", interactive=False)
         form = [content, style, strength, mode, steps, filters, kernel_width, n_fft, sample_rate, seconds, seed]
         job = run.click(
-            render, form, [result, content_picture, style_picture, result_picture, info], api_name="audio",
+            in_results(render, text_at=4, width=5), form, [result, content_picture, style_picture, result_picture,
+                                                           info], api_name="audio", show_progress_on=[result],
             **app.gpu_queue)
         stop.click(app.cancel, None, status, queue=False, api_name=False)
+        run.click(lambda: "", None, status, queue=False, api_name=False, show_progress="hidden")
+        if getattr(app, "refills", None) is not None:  # History's "use these settings" fills this tab
+            app.refills.add("Audio", lambda method: method == job_method, form, refill)
     return [job]

@@ -39,7 +39,17 @@ def gather_upload(files, folder: Path) -> Path:
     return folder / models[0].name
 
 
+def refill(parameters: dict, files) -> list:
+    """The form's values from a past 3D result (`files(path)`: the file to show; None: leave the files)."""
+    p, keep = parameters, (files or (lambda path: gr.update()))
+    model = keep(p.get("model"))
+    return [[model] if isinstance(model, str) else model, keep(p.get("style")), p["mode"], p["views"],
+            p["view_size"], p.get("steps") or 0, p["texture_size"], p["strength"], p["seed"], p["encoder"]]
+
+
 def build_tab(app) -> list:
+    from ui.progress import in_results
+
     def run(files, style, mode, views, view_size, steps, texture_size, strength, seed, encoder,
             request: gr.Request, progress=gr.Progress()):
         with tempfile.TemporaryDirectory() as tmp:
@@ -88,10 +98,10 @@ def build_tab(app) -> list:
                     seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, minimum=-1)
                     encoder = gr.Dropdown(["auto", "vgg19", "vgg16", "random"], value=app.settings.default_encoder,
                                           label="Encoder")
+            with gr.Column(elem_classes="result-column"):  # stays in view while the inputs scroll
                 with gr.Row():
-                    go = gr.Button("Texture the model", variant="primary", elem_id="mesh-run")
-                    stop = gr.Button("Cancel", elem_id="mesh-cancel")
-            with gr.Column():
+                    go = gr.Button("Texture the model", variant="primary", elem_id="mesh-run", scale=2)
+                    stop = gr.Button("Cancel", elem_id="mesh-cancel", scale=1)
                 viewer = gr.Model3D(label="Result", elem_id="mesh-result")
                 downloads = gr.File(label="Downloads: GLB, OBJ+MTL+PNG (.zip), PLY (vertex colours)",
                                     file_count="multiple", interactive=False, elem_id="mesh-downloads")
@@ -99,6 +109,10 @@ def build_tab(app) -> list:
                 status = gr.Markdown()
         inputs = [files, style, mode, views, view_size, steps, texture_size, strength, seed, encoder]
         job = go.click(
-            run, inputs, [viewer, downloads, info], api_name="mesh", **app.gpu_queue)
+            in_results(run, text_at=2, width=3), inputs, [viewer, downloads, info], api_name="mesh",
+            show_progress_on=[viewer], **app.gpu_queue)
         stop.click(app.cancel, None, status, queue=False, api_name=False)
+        go.click(lambda: "", None, status, queue=False, api_name=False, show_progress="hidden")
+        if getattr(app, "refills", None) is not None:  # History's "use these settings" fills this tab
+            app.refills.add("3D", lambda method: method == FIELDS["method"].default, inputs, refill)
     return [job]

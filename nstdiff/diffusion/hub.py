@@ -85,16 +85,56 @@ def preferred_variant(part: Part, settings: Settings) -> Variant:
     return want if want in part.variants else part.variants[0]
 
 
-def _fetcher(part: Part):
+def hub_failure(exc: BaseException) -> str:
+    """One line saying why a Hugging Face Hub call failed (its own messages run to several lines and name internals,
+    e.g. `LocalEntryNotFoundError … ConnectError`)."""
+    from huggingface_hub import errors
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    names = {type(e).__name__ for e in chain}
+    if any(isinstance(e, errors.GatedRepoError) for e in chain):
+        return "the repository is gated: accept its licence on huggingface.co and log in (`hf auth login`)"
+    if any(isinstance(e, errors.RepositoryNotFoundError) for e in chain):
+        return "no such repository on the Hugging Face Hub (or it is private)"
+    if any(isinstance(e, errors.OfflineModeIsEnabled) for e in chain):
+        return "HF_HUB_OFFLINE is set, so nothing is downloaded"
+    if any(isinstance(e, (errors.LocalEntryNotFoundError, ConnectionError, TimeoutError)) for e in chain) or \
+            names & {"ConnectError", "ConnectTimeout", "ReadTimeout", "NetworkError", "ProxyError",
+                      "ConnectionError"}:
+        return "no connection to the Hugging Face Hub (offline, or it cannot be reached)"
+    status = next((getattr(getattr(e, "response", None), "status_code", None) for e in chain
+                   if isinstance(e, errors.HfHubHTTPError)), None)
+    if status is not None:
+        return f"the Hugging Face Hub answered HTTP {status}"
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _download(repo: str, name: str, **arguments) -> Path:
+    """`snapshot_download`, its failures turned into our one-line `ModelNotFoundError`."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, **arguments))
+    except Exception as exc:  # network, hub and disk failures alike: say which, not how the hub words it
+        fix = (f"run `nstdiff models fetch {name}` when online, or copy the model from a machine that has it "
+               f"(`nstdiff models fetch {name} --from FOLDER`)" if name in _PARTS else
+               "try again when online, or pass a local folder")
+        raise ModelNotFoundError(name, [f"Hugging Face Hub ({repo})"], fix,
+                                 reason=f"download failed: {hub_failure(exc)}") from None
+
+
+def _fetcher(part: Part, name: str):
     def fetch(source: Path | None, destination: Path, settings: Settings, message: Message) -> None:
         variant = preferred_variant(part, settings)
         if source is not None:  # a copy made on a machine with internet
             shutil.copytree(source, destination)
         else:
-            from huggingface_hub import snapshot_download
-
             message(f"downloading {part.repo} ({variant}) from the Hugging Face Hub…")
-            snapshot_download(part.repo, local_dir=destination, allow_patterns=part.patterns(variant))
+            _download(part.repo, name, local_dir=destination, allow_patterns=part.patterns(variant))
         if part.variant_in(destination, variant) is None:
             raise ModelFileError(f"{source or part.repo} lacks {', '.join(part.missing(destination, variant))}; it "
                                  "is not the model nstdiff expects")
@@ -112,7 +152,7 @@ def _register(name: str, part: Part, description: str) -> None:
     sizes = load_catalogue().repos.get(part.repo, {})
     if "fp16" in sizes and len(sizes) > 1:
         description += f" ({sizes['fp16']:.0f} MB as fp16 on a GPU)"
-    register_model(ModelEntry(name, "diffusion", description, stored, _fetcher(part), source=part.repo,
+    register_model(ModelEntry(name, "diffusion", description, stored, _fetcher(part, name), source=part.repo,
                               size_mb=sizes.get("fp32", sizes.get("fp16", 0.0)), folder=FOLDER,
                               complete=part.complete))
 
@@ -219,10 +259,8 @@ def resolve_repo(ref: str, settings: Settings | None = None, message: Message | 
     if settings.downloads_allowed:
         if ref in _PARTS:
             return fetch_model(ref, settings=settings, message=message)
-        from huggingface_hub import snapshot_download
-
         (message or print)(f"downloading {part.repo} from the Hugging Face Hub…")
-        return Path(snapshot_download(part.repo, allow_patterns=part.patterns(variant)))
+        return _download(part.repo, ref, allow_patterns=part.patterns(variant))
     fix = (f"run `nstdiff models fetch {ref}` on a machine with internet (or allow downloads: "
            "NSTDIFF_ALLOW_DOWNLOADS=1, HF_HUB_OFFLINE unset), or pass a local folder" if ref in _PARTS else
            "allow downloads (NSTDIFF_ALLOW_DOWNLOADS=1, HF_HUB_OFFLINE unset) or pass a local folder")

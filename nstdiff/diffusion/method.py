@@ -269,10 +269,16 @@ class DiffusionMethod(ImageMethod):
 
     @staticmethod
     def step_callback(context: RunContext, stage: str = "denoise"):
-        """Progress per denoising step; cancellation raises out of the pipeline between steps."""
+        """Progress per denoising step, with a live preview from the latents when one is due (a linear map, no VAE
+        pass; none for latents that are not Stable Diffusion's four channels); cancellation raises out of the pipeline
+        between steps."""
+        from nstdiff.preview import latent_preview
+
         def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
             total = getattr(pipe, "_num_timesteps", None) or step + 1
-            context.step(step + 1, total, stage=stage)
+            latents = callback_kwargs.get("latents")
+            preview = latent_preview(latents) if latents is not None and context.wants_preview() else None
+            context.step(step + 1, total, stage=stage, preview=preview)
             return callback_kwargs
 
         return on_step_end

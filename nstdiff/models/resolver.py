@@ -130,7 +130,7 @@ def fetch_model(
             raise ModelNotFoundError(
                 name, [source or entry.source], f"run `nstdiff models fetch {name}` when online, or "
                 f"`nstdiff models fetch {name} --from FILE` with a copy of {entry.source}",
-                reason=f"fetch failed: {type(exc).__name__}: {exc}",
+                reason=f"fetch failed: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}",
             ) from exc
         if destination.is_dir():  # a folder model fetched again: the old copy steps aside, then goes
             old = Path(tmp) / "previous"
