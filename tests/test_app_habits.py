@@ -87,7 +87,6 @@ def test_use_these_settings_keeps_input_names_and_switches_to_the_tab_that_made_
     values = use.fn(entry.id)
     assert values[-1] == "Image style"
     assert Path(values[0]).name == "holiday_photo.png" and Path(values[1][0]).name == "starry_night.png"
-    assert app.reuse(entry.id)[0].endswith("holiday_photo.png")
     labels = [tab.label for tab in app.refills.tabs]
     assert labels[0] == "Image style"
     for label, method in (("Audio", "audio"), ("3D", "mesh")):
@@ -95,6 +94,39 @@ def test_use_these_settings_keeps_input_names_and_switches_to_the_tab_that_made_
             continue
         tab = next(t for t in app.refills.tabs if t.label == label)
         assert tab.methods(method)
+
+
+def test_use_these_settings_fills_text_style_and_style_reference(isolated_settings, diffusion_models, uploads,
+                                                                 images):
+    from ui.app import App
+
+    app = App(settings=isolated_settings.model_copy(update={"models_dir": diffusion_models}))
+    demo = app.build()
+    photo = str(shutil.copy(images["content"], uploads / "beach.png"))
+    style = str(shutil.copy(images["red"], uploads / "poster.png"))
+    text = handler(demo, widget(demo, "text-run"), "click").fn
+    list(text(photo, "ukiyo-e woodblock", "none", "people", 0.6, "none", "sd15", False, 64, 3, 5,
+              request=CALLER, progress=no_progress))
+    reference = handler(demo, widget(demo, "ref-run"), "click").fn
+    list(reference(photo, style, "a harbour", "full", 0.7, 0.9, "none", "sd15", False, 64, 3, 6, request=CALLER,
+                   progress=no_progress))
+    use = handler(demo, widget(demo, "reuse"), "click").fn
+    by_method = {entry.method: entry for entry in app.store.list()}
+
+    def refilled(method: str, label: str) -> list:
+        values = use(by_method[method].id)
+        tab = next(t for t in app.refills.tabs if t.label == label)
+        start = sum(len(t.widgets) for t in app.refills.tabs[:app.refills.tabs.index(tab)])
+        assert values[-1] == label
+        assert all(v == gr.update() for i, v in enumerate(values[:-1]) if not start <= i < start + len(tab.widgets))
+        return values[start:start + len(tab.widgets)]
+
+    shown = refilled("diffusion-text", "Text style")
+    assert Path(shown[0]).name == "beach.png"
+    assert shown[1:11] == ["ukiyo-e woodblock", "none", "people", 0.6, "none", "sd15", False, 64, 3, 5]
+    shown = refilled("diffusion-reference", "Style reference")
+    assert [Path(shown[0]).name, Path(shown[1]).name] == ["beach.png", "poster.png"]
+    assert shown[2:] == ["a harbour", "full", 0.7, 0.9, "none", "sd15", False, 64, 3, 6]
 
 
 def test_seed_dice_recycle_size_presets_and_style_pictures(app, form, uploads):

@@ -126,10 +126,12 @@ def test_quality_is_stored_and_use_these_settings_refills_it(random_magenta, app
     run_form(app, {**form, "quality": "best"})
     (entry,) = app.store.list()
     assert entry.parameters["quality"] == "best"
-    reused = app.reuse(entry.id)
+    use = next(fn for fn in app.build().fns.values() if fn.name == "use").fn  # History's "use these settings"
+    *reused, label = use(entry.id)
+    assert label == "Image style" and app.refills.tabs[0].label == label  # Image style's widgets come first
     assert reused[REUSED.index("quality")] == "best" and reused[REUSED.index("method")] == "gram"
     keys = [f.key for f in app.option_fields]  # the method options follow, still in their places
-    assert len(reused) == len(REUSED) + len(keys) and reused[len(REUSED) + keys.index("gram_init")] == "feedforward"
+    assert reused[len(REUSED) + keys.index("gram_init")] == "feedforward"
 
 
 def test_speed_quality_shows_for_auto_only_and_both_stylize_events_read_it(app):

@@ -43,8 +43,9 @@ def test_stylize_in_the_browser(images, tmp_path):
             page.locator("#steps input").fill("5")
             page.locator("#steps input").press("Tab")
             page.locator("#stylize").click()
-            result = page.locator("#result img")
-            result.wait_for(state="visible", timeout=120_000)
+            # the result's description (live previews show first, in the same place)
+            page.locator("#result-info").get_by_text("encoder random").wait_for(timeout=120_000)
+            assert page.locator("#result img").is_visible()
             assert "encoder **random**" not in page.locator("#result-info").inner_text()  # rendered, not raw
             assert "random" in page.locator("#result-info").inner_text()
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -222,6 +223,9 @@ def test_a_style_in_words_without_a_diffusion_model_and_the_style_library(images
         info = page.locator("#text-info")
         info.get_by_text("style library: 'The Starry Night' — Vincent van Gogh").wait_for(timeout=120_000)
         page.locator("#text-result img").wait_for(state="visible", timeout=30_000)
+        result = page.locator("#text-result img")  # a 64 px result is enlarged to the frame, not shown as a stamp
+        assert result.bounding_box()["width"] >= 300 and result.evaluate("e => getComputedStyle(e).objectFit") == \
+            "contain"
         runner_up = page.locator("#text-next-0")
         runner_up.wait_for(state="visible", timeout=30_000)
         assert "Starry Night Over the Rhône" in runner_up.inner_text()

@@ -77,6 +77,13 @@ def test_words_without_a_diffusion_model_and_the_next_best_buttons(app, random_m
     assert entry.parameters["library"]["painting"]["id"] == RHONE
     assert STARRY in [o["id"] for o in runners_up(app, path)]  # the first choice is now one click away
     assert runners_up(app, None) == [] and runners_up(app, "/no/such/result.png") == []
+    # "use these settings" on a result of words takes them back to Text style (not Image style, whose method ran)
+    values = handler_of(demo, component(demo, "reuse"), "use")(entry.id)
+    text = next(tab for tab in app.refills.tabs if tab.label == "Text style")
+    start = sum(len(tab.widgets) for tab in app.refills.tabs[:app.refills.tabs.index(text)])
+    refilled = values[start:start + len(text.widgets)]
+    assert values[-1] == "Text style" and Path(refilled[0]).name == "photo.png"
+    assert refilled[1:5] == ["Van Gogh starry swirls", "none", "", 0.8] and refilled[8:11] == [32, 2, 1]
 
 
 def test_preset_gallery_shows_each_preset_with_its_painting(app, random_magenta):
@@ -88,6 +95,25 @@ def test_preset_gallery_shows_each_preset_with_its_painting(app, random_magenta)
     captions = [caption for _, caption in update["value"]]
     assert any(c.startswith("Ukiyo-e") and "after The Great Wave off Kanagawa" in c for c in captions)
     assert all(Image.open(picture).size[0] <= 160 for picture, _ in update["value"])
+
+
+def test_choosing_chain_in_image_style_shows_what_it_needs_and_run_explains(app, uploads, images):
+    demo = app.build()
+    method, banner = component(demo, "method"), component(demo, "image-readiness")
+    assert not banner.visible  # auto needs no diffusion model: no banner
+    refresh = next(fn for fn in demo.fns.values() if any(t[0] == method._id for t in fn.targets)
+                   and banner in fn.outputs).fn
+    text, fetch = refresh("chain")
+    assert text["visible"] and "Chain (a classic result refined by diffusion) needs Stable Diffusion 1.5" in text["value"]
+    assert "Gram or AdaIN alone" in text["value"] and not fetch["visible"]  # downloads are off in this test
+    assert refresh("gram")[0]["visible"] is False
+    form = dict(content=str(shutil.copy(images["content"], uploads / "p.png")),
+                styles=[str(shutil.copy(images["red"], uploads / "s.png"))], weights="", method="chain", strength=0.8,
+                preserve_color="none", style_scale=1.0, size=32, steps=2, seed=1, encoder="random", mask_file=None,
+                mask_paint=None, quality="balanced")
+    with pytest.raises(Exception, match=r"Chain .* needs Stable Diffusion 1.5 .*not on this machine"):
+        list(app.stylize(form, CALLER, no_progress))
+    assert app.store.list() == []  # the classic half did not run first
 
 
 def test_banners_and_run_buttons_say_what_is_missing(images, tmp_path):

@@ -185,18 +185,6 @@ class App:
         shown = map_inputs(entry.parameters, self.store.input_name)  # the names they came with, not server folders
         return entry.id, {"id": entry.id, **shown, "timings": entry.timings, "notes": entry.notes}
 
-    def reuse(self, entry_id: str):
-        """The Image style form's values from a past result, to run it again or vary it."""
-        entry = self.store.get(entry_id) if entry_id else None
-        if entry is None:
-            raise gr.Error("Pick a result in the gallery first.")
-        p = entry.parameters
-        if entry.method not in {m.name for m in self.image_methods}:
-            raise gr.Error(f"This result was made by '{entry.method}', not in the Image style tab; its settings are "
-                           "in the Parameters box.")
-        return self.refill_image(p, lambda path: offer_as(path, self.store.input_name(path))
-                                 if path and Path(path).is_file() else None)
-
     def refill_image(self, p: dict[str, Any], kept: Callable[[str | None], Any] | None) -> tuple:
         """The Image style form's values from a result's parameters; `kept(path)`: the input file to show (None:
         leave the form's files as they are)."""
@@ -237,7 +225,8 @@ class App:
 
     def build(self) -> gr.Blocks:
         self.refills = Refills()  # the tabs "use these settings" can fill (`ui/history_tools.py`), as built now
-        with GuardedBlocks(title="nstdiff") as demo:
+        # hourly, Gradio drops the files it served (uploads, previews, offered copies) that are a day old
+        with GuardedBlocks(title="nstdiff", delete_cache=(3600, 86400)) as demo:
             gr.Markdown("# nstdiff\nRestyle a photo with a painting or with words, or grow a texture from one.")
             tab = build_image_tab(self)
 

@@ -63,6 +63,15 @@ def diffusion_request(*, method: str, content, styles: list, prompt: str | None,
     return request
 
 
+def common_values(app: "App", p: dict[str, Any]) -> list[Any]:
+    """Structure, model family, fast mode, size, steps and seed (`_common`'s widgets) from a result's parameters; a
+    model named by folder or repo id (not a family) leaves the family as it is."""
+    options = p.get("options") or {}
+    model = options.get("model") or app.settings.diffusion_family
+    return [options.get("structure", "none"), model if model in app.executor.families() else gr.update(),
+            bool(options.get("fast")), p["size"], p.get("steps") or 0, p["seed"]]
+
+
 def _common(app: "App", prefix: str):
     """Model family, fast mode, structure, size, steps and seed: the controls both tabs share."""
     families = app.executor.families()
@@ -151,9 +160,23 @@ def build_text_tab(app: "App") -> list:
     banner.wire(app, tab, family)
     tab.select(lambda progress=gr.Progress(): preset_thumbnails(app, presets, progress), None,
                [shelf.presets, shelf.preset_names], api_name=False, show_progress_on=[shelf.presets], **app.gpu_queue)
-    reruns = again.wire(app, job, output, in_results(text_style), [
-        content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed, *lora_names,
-        *lora_weights], [output, info])
+    form = [content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed, *lora_names,
+            *lora_weights]
+    reruns = again.wire(app, job, output, in_results(text_style), form, [output, info])
+
+    def refill(p: dict[str, Any], files) -> list[Any]:
+        options, library = p.get("options") or {}, p.get("library")
+        # words matched to a library painting ran as Gram/feed-forward: the words come back, the painting is theirs
+        words = library["words"] if library else p.get("prompt") or ""
+        loras = (options.get("loras") or [])[:LORA_SLOTS]
+        slots = [None] * LORA_SLOTS
+        return [files(p.get("content")) if files else gr.update(), words,
+                "none" if library else options.get("preset") or "none", options.get("negative_prompt") or "",
+                p["controls"]["strength"], *common_values(app, p),
+                *[use["name"] for use in loras], *slots[len(loras):],
+                *[use["weight"] for use in loras], *[0.8] * (LORA_SLOTS - len(loras))]
+
+    app.refills.add("Text style", "diffusion-text".__eq__, form, refill, claims=lambda p: bool(p.get("library")))
     return [job, *reruns]
 
 
@@ -191,4 +214,14 @@ def build_reference_tab(app: "App") -> list:
                                 steps, seed], [output, info], api_name="style_reference", show_progress_on=[info],
         **app.gpu_queue)
     banner.wire(app, tab, family)
+
+    def refill(p: dict[str, Any], files) -> list[Any]:
+        options = p.get("options") or {}
+        style = (p.get("styles") or [{}])[0].get("image")
+        return [files(p.get("content")) if files else gr.update(), files(style) if files else gr.update(),
+                p.get("prompt") or "", options.get("mode", "style"), options.get("reference_scale", 1.0),
+                p["controls"]["strength"], *common_values(app, p)]
+
+    app.refills.add("Style reference", "diffusion-reference".__eq__, [
+        content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps, seed], refill)
     return [job]

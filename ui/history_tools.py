@@ -1,10 +1,11 @@
 """History's "use these settings" for every tab, "read settings from a PNG", and files handed back under the names
 people gave them. No torch here.
 
-Each tab that can take a past result's settings registers a `Refill` (the Image style tab, the extensions' Audio and
-3D tabs); "use these settings" fills the tab the result came from and switches to it. A PNG dropped on History gives
-its settings from our own metadata (the `nstdiff` text chunk) or from another tool's `parameters` text (AUTOMATIC1111:
-steps, seed, size, denoising strength). A PNG's file paths are never opened: its inputs must be uploaded again.
+Each tab that can take a past result's settings registers a `Refill` (Image style, Text style, Style reference, the
+extensions' Audio and 3D tabs); "use these settings" fills the tab the result came from and switches to it. A PNG
+dropped on History gives its settings from our own metadata (the `nstdiff` text chunk) or from another tool's
+`parameters` text (AUTOMATIC1111: steps, seed, size, denoising strength). A PNG's file paths are never opened: its
+inputs must be uploaded again.
 """
 from __future__ import annotations
 
@@ -54,20 +55,23 @@ def download_name(request: Any, method: str, suffix: str) -> str:
 class Refill:
     """A tab that takes a past result's settings: its label, which methods' results it takes, the widgets it fills,
     and `fill(parameters, files)` → one value per widget (`files(path)`: the input file to show; `files` None: leave
-    the tab's files as they are)."""
+    the tab's files as they are). `claims(parameters)`, when given, takes a result whatever its method (Text style
+    claims the words that ran as a library painting's Gram or feed-forward job)."""
 
     label: str
     methods: Callable[[str], bool]
     widgets: list[gr.components.Component]
     fill: Callable[[dict[str, Any], Callable[[str | None], Any] | None], Any]
+    claims: Callable[[dict[str, Any]], bool] | None = None
 
 
 class Refills:
     def __init__(self) -> None:
         self.tabs: list[Refill] = []
 
-    def add(self, label: str, methods: Callable[[str], bool], widgets: list, fill: Callable) -> None:
-        self.tabs.append(Refill(label, methods, list(widgets), fill))
+    def add(self, label: str, methods: Callable[[str], bool], widgets: list, fill: Callable,
+            claims: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        self.tabs.append(Refill(label, methods, list(widgets), fill, claims))
 
     @property
     def widgets(self) -> list[gr.components.Component]:
@@ -76,9 +80,9 @@ class Refills:
     def outputs(self, method: str, parameters: dict[str, Any], files: Callable[[str | None], Any] | None
                 ) -> list[Any]:
         """One value per widget of every registered tab (only the matching tab's change), then the tab's label."""
-        for tab in self.tabs:
-            if tab.methods(method):
-                return self._flatten(tab, tab.fill(parameters, files))
+        claimed = [tab for tab in self.tabs if tab.claims and tab.claims(parameters)]
+        for tab in claimed or [tab for tab in self.tabs if tab.methods(method)]:
+            return self._flatten(tab, tab.fill(parameters, files))
         raise gr.Error(f"No tab takes the settings of a '{method}' result; they are in the Parameters box.")
 
     def _flatten(self, chosen: Refill, values: list[Any]) -> list[Any]:

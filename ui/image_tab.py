@@ -17,7 +17,7 @@ import gradio as gr
 
 from nstdiff.routing import CLASSIC_QUALITY
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
-from ui import habits
+from ui import habits, readiness
 from ui.files import offer, uploaded
 from ui.forms import OptionField, bounds, method_options, painted_mask
 from ui.library_gallery import image_library
@@ -75,6 +75,7 @@ class ImageTab:
 def build_image_tab(app: "App") -> ImageTab:
     image_methods, settings = app.image_methods, app.settings
     with gr.Tab("Image style", id="image"):
+        chain_banner = readiness.banner(app, "chain", "image", shown=False)  # while chain (it needs diffusion) is chosen
         with gr.Row():
             with gr.Column(scale=5):
                 # gr.File, not gr.Image: our loader, not Gradio's, judges the upload and explains a bad one
@@ -142,6 +143,7 @@ def build_image_tab(app: "App") -> ImageTab:
     method.change(lambda name: [gr.update(visible=key == name) for key in option_groups]
                   + [gr.update(visible=name == "auto")], method, [*option_groups.values(), quality], queue=False,
                   api_name=False, show_progress="hidden")
+    chain_banner.wire_to_method(app, method, "chain")
     return ImageTab(form=[content, styles, weights, method, strength, preserve, style_scale, size, steps, seed,
                           encoder], mask_file=mask_file, mask_paint=mask_paint, quality=quality,
                     option_widgets=option_widgets, run=run, stop=stop, example=example, content=content,
@@ -154,6 +156,9 @@ def stylize(app: "App", values: dict[str, Any], caller: gr.Request, progress: gr
     instant result shows first (see `instant_result`)."""
     with tempfile.TemporaryDirectory() as tmp:
         job = form_job(app, values, Path(tmp))
+        if job.method == "chain":  # explain a missing diffusion model before the classic half runs
+            model = job.options.get("model")
+            readiness.require(app, "chain", model if model in app.executor.families() else None)
         shown = instant_result(app, job, caller, progress, Path(tmp))
         if shown is not None:
             yield shown

@@ -10,7 +10,9 @@ CSS = """
 .result-column { position: sticky; top: 6px; align-self: flex-start; }
 /* Gradio's container hides overflow, which makes it the scroll box a sticky column sticks to; clip does not */
 .gradio-container { overflow: visible !important; overflow-x: clip !important; }
-.result-column #result img, .result-column #texture-result img { object-fit: contain; }
+/* results fill their frame: Gradio's own scale-down showed a small result (64 px) as a stamp */
+.result-column .image-frame { width: 100%; }
+.result-column .image-frame img { object-fit: contain !important; }
 #style-pictures .caption-label { font-size: 0.8em; }
 /* the progress bar shows on the result's text, under the live preview (not over it): room for it */
 #result-info, #texture-info, #text-info, #ref-info { min-height: 72px; }

@@ -6,19 +6,20 @@ API callers get what they always got: one result per run, and a failure as an er
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
-import io
 import logging
 import queue
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import gradio as gr
-from PIL import Image
+from gradio import processing_utils
 
 from nstdiff.schema import ProgressEvent
-from ui.files import redact_paths
+from ui.files import redact_paths, upload_folder
 
 if TYPE_CHECKING:
     from ui.app import App
@@ -114,18 +115,37 @@ def live_run(app: "App", request: Any, caller: gr.Request, progress: gr.Progress
     # the copied context carries Gradio's event id, so the progress bar still reaches this job's page
     worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True, name="nstdiff-job")
     worker.start()
+    shown: Path | None = None  # the preview on the page
     try:
         for event in latest(events):
-            yield Image.open(io.BytesIO(event.preview)), f"*Live preview* · {event.message}"
+            newest = preview_file(event.preview)
+            if shown not in (None, newest):  # the page moves on to the newest: the one before is not needed
+                forget(shown)
+            shown = newest
+            yield str(shown), f"*Live preview* · {event.message}"
     finally:
         if worker.is_alive():  # the page went away mid-run (Gradio closed this handler): stop the job
             app.jobs.cancel(caller.session_hash)
         worker.join()
-    if "error" in outcome:
+    if "error" in outcome:  # the last preview stays on the page under "Cancelled …" (Gradio's cache ages it out)
         raise outcome["error"]
     entry, result = outcome["value"]
     # the page's download is named after the inputs (photo-starry_night-gram.png), not the history's id
     yield offer_as(entry.output, download_name(request, result.method, result.suffix)), describe(result)
+    if shown is not None:
+        forget(shown)
+
+
+def preview_file(png: bytes) -> Path:
+    """A live preview as a file in Gradio's cache, where the page fetches it."""
+    return Path(processing_utils.save_bytes_to_cache(png, "preview.png", str(upload_folder())))
+
+
+def forget(preview: Path) -> None:
+    """Delete a preview the page no longer shows (a run makes two a second: they would pile up in the cache)."""
+    preview.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the folder named after its hash: gone once empty
+        preview.parent.rmdir()
 
 
 def latest(events: "queue.Queue[ProgressEvent | None]") -> Iterator[ProgressEvent]:

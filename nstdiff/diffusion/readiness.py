@@ -9,13 +9,15 @@ from dataclasses import dataclass
 
 from nstdiff.settings import Settings, get_settings
 
-FEATURES = {"text": "Text style", "reference": "Style reference", "lora": "Training a LoRA"}
+FEATURES = {"text": "Text style", "reference": "Style reference", "lora": "Training a LoRA",
+            "chain": "Chain (a classic result refined by diffusion)"}
 # what a feature does without its model, for the banner
 WITHOUT = {"text": "Until then, words typed as a style are matched to a painting of the style library and run with "
                    "the classic methods (no diffusion model needed).",
            "reference": "Until then, the Image style tab takes a style picture with the classic methods (no "
                         "diffusion model needed).",
-           "lora": "The fast style networks below need no diffusion model."}
+           "lora": "The fast style networks below need no diffusion model.",
+           "chain": "Until then, Gram or AdaIN alone (or auto) restyle without it."}
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def has_gpu(settings: Settings) -> bool:
 
 
 def readiness(feature: str, family: str, settings: Settings | None = None) -> Readiness:
-    """What `feature` (text, reference, lora) needs of model family `family` here, and whether it is on disk."""
+    """What `feature` (text, reference, lora, chain) needs of model family `family` here, and whether it is on disk."""
     from nstdiff.diffusion.catalogue import load_catalogue
     from nstdiff.diffusion.hub import catalogue_part, locally_available, preferred_variant
 
