@@ -27,7 +27,7 @@ from ui.diffusion_tabs import OWN_TABS, build_reference_tab, build_text_tab
 from ui.lora_tab import build_lora_tab
 from ui.texture_tab import build_texture_tab
 from ui import habits, history_tools, image_tab
-from ui.history_tools import Refills, offer_as
+from ui.history_tools import Refills
 from ui.files import GuardedBlocks, offer, uploaded
 from ui.image_tab import IMAGE_FORM, build_image_tab
 from ui.jobs import Jobs, joined_at
