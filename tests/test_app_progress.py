@@ -4,7 +4,6 @@ Handlers are driven without a server, as the app's page (`x-gradio-user: app`) a
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,35 +11,22 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from tests.conftest import no_progress
+from tests.conftest import image_form, no_progress
 
 PAGE = SimpleNamespace(session_hash="page", request=None, headers={"x-gradio-user": "app"})
 API = SimpleNamespace(session_hash="api", request=None, headers={"x-gradio-user": "api"})
 
 
 @pytest.fixture
-def app(isolated_settings, uploads, monkeypatch):
-    """The app; `app.before_run(request)` is called before each executor run."""
-    from ui.app import App
-
-    monkeypatch.setattr("nstdiff.executor.PREVIEW_EVERY", 0.0)  # a preview every step: a short run shows several
-    app = App(settings=isolated_settings)
-    app.before_run, run = (lambda request: None), app.executor.run
-
-    def hooked(request, progress=None, cancel=None):
-        app.before_run(request)
-        return run(request, progress=progress, cancel=cancel)
-
-    app.executor.run = hooked
-    return app
+def app(monkeypatch, hooked_app):
+    """The app (`hooked_app`), making a preview every step: a short run shows several."""
+    monkeypatch.setattr("nstdiff.executor.PREVIEW_EVERY", 0.0)
+    return hooked_app
 
 
 @pytest.fixture
 def form(images, uploads) -> dict:
-    content, style = (shutil.copy(images[name], uploads / f"{name}.png") for name in ("content", "red"))
-    return dict(content=str(content), styles=[str(style)], weights="", method="gram", strength=0.8,
-                preserve_color="none", style_scale=1.0, size=48, steps=12, seed=3, encoder="random", mask_file=None,
-                mask_paint=None, quality="balanced")
+    return image_form(images, uploads, method="gram", size=48, steps=12)
 
 
 def outputs_of(app, values: dict, caller) -> tuple[list[tuple], Exception | None]:

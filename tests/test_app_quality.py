@@ -3,7 +3,6 @@ first (not stored) and the refined one replaces it (stored). Driven without a se
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -11,39 +10,20 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from tests.conftest import CALLER, no_progress
+from tests.conftest import image_form, CALLER, no_progress
 from tests.servers import RunningServer
 from ui.image_tab import IMAGE_FORM, REUSED
 
 
 
 @pytest.fixture
-def app(isolated_settings, uploads):
-    """The app, with each executor run's method recorded in `app.calls`; `app.before_run(request)` and
-    `app.after_run(request)` are called around each run."""
-    from ui.app import App
-
-    app = App(settings=isolated_settings)
-    app.calls, app.before_run, app.after_run, run = [], lambda request: None, lambda request: None, app.executor.run
-
-    def recorded(request, progress=None, cancel=None):
-        app.calls.append(request.method)
-        app.before_run(request)
-        result = run(request, progress=progress, cancel=cancel)
-        app.after_run(request)
-        return result
-
-    app.executor.run = recorded
-    return app
+def app(hooked_app):
+    return hooked_app
 
 
 @pytest.fixture
 def form(images, uploads) -> dict:
-    """The Image style form's values, files as uploads."""
-    content, style = (shutil.copy(images[name], uploads / f"{name}.png") for name in ("content", "red"))
-    return dict(content=str(content), styles=[str(style)], weights="", method="auto", strength=0.8,
-                preserve_color="none", style_scale=1.0, size=32, steps=3, seed=3, encoder="random", mask_file=None,
-                mask_paint=None, quality="balanced")
+    return image_form(images, uploads)
 
 
 def run_form(app, values: dict) -> tuple[list[tuple[str, str]], Exception | None]:

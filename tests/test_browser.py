@@ -28,20 +28,14 @@ def test_stylize_in_the_browser(images, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    settings = Settings(outputs_dir=tmp_path / "outputs", cache_dir=tmp_path / "cache", device="cpu",
-                        allow_downloads=False, default_encoder="random")
+    settings = offline_settings(tmp_path)
     server = RunningServer(settings)
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
             page.goto(server.url)
-            page.locator("#content input[type=file]").set_input_files(str(images["content"]))
-            page.locator("#styles input[type=file]").set_input_files(str(images["red"]))
-            page.locator("#size input[type=number]").fill("64")
-            page.locator("#size input[type=number]").press("Enter")
-            page.locator("#steps input").fill("5")
-            page.locator("#steps input").press("Tab")
+            fill_image_form(page, images, size=64, steps=5)
             page.locator("#stylize").click()
             # the result's description (live previews show first, in the same place)
             page.locator("#result-info").get_by_text("encoder random").wait_for(timeout=120_000)
@@ -74,6 +68,12 @@ def test_stylize_in_the_browser(images, tmp_path):
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 
 
+def offline_settings(tmp_path: Path) -> Settings:
+    """A server of this test's own: its folders, the CPU, no downloads, the random encoder (no weights needed)."""
+    return Settings(outputs_dir=tmp_path / "outputs", cache_dir=tmp_path / "cache", device="cpu",
+                    allow_downloads=False, default_encoder="random")
+
+
 def open_app(playwright_api, settings):
     """(server, playwright, browser, page) at 1440×900, the screen the layout is made for."""
     if not Path(CHROMIUM).exists():
@@ -84,6 +84,18 @@ def open_app(playwright_api, settings):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     page.goto(server.url)
     return server, p, browser, page
+
+
+def fill_image_form(page, images, size: int, steps: int, seed: int | None = None) -> None:
+    """The Image style form: the test photo and painting, the size, the steps (and the seed)."""
+    page.locator("#content input[type=file]").set_input_files(str(images["content"]))
+    page.locator("#styles input[type=file]").set_input_files(str(images["red"]))
+    page.locator("#size input[type=number]").fill(str(size))
+    page.locator("#size input[type=number]").press("Enter")
+    for field, value in (("steps", steps), ("seed", seed)):
+        if value is not None:
+            page.locator(f"#{field} input").fill(str(value))
+            page.locator(f"#{field} input").press("Tab")
 
 
 def in_view(page, selector: str) -> bool:
@@ -106,20 +118,14 @@ WATCH_PREVIEWS = """() => {
 def test_live_preview_ctrl_enter_cancel_and_layout_in_the_browser(images, tmp_path, monkeypatch):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     monkeypatch.setattr("nstdiff.executor.PREVIEW_EVERY", 0.2)  # the server runs in this process
-    settings = Settings(outputs_dir=tmp_path / "outputs", cache_dir=tmp_path / "cache", device="cpu",
-                        allow_downloads=False, default_encoder="random")
+    settings = offline_settings(tmp_path)
     server, p, browser, page = open_app(playwright, settings)
     try:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         # run button and result in view together at 1440×900, also with the inputs scrolled to their end
         assert in_view(page, "#stylize") and in_view(page, "#result")
-        page.locator("#content input[type=file]").set_input_files(str(images["content"]))
-        page.locator("#styles input[type=file]").set_input_files(str(images["red"]))
+        fill_image_form(page, images, size=64, steps=150)
         page.locator("#style-pictures img").first.wait_for(timeout=30_000)  # the style shown as a picture
-        page.locator("#size input[type=number]").fill("64")
-        page.locator("#size input[type=number]").press("Enter")
-        page.locator("#steps input").fill("150")
-        page.locator("#steps input").press("Tab")
         page.mouse.move(400, 600)
         page.mouse.wheel(0, 3000)
         page.wait_for_timeout(300)
@@ -159,19 +165,11 @@ def test_live_preview_ctrl_enter_cancel_and_layout_in_the_browser(images, tmp_pa
 
 def test_a_png_dropped_on_history_restores_its_settings_and_every_tab_renders(images, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    settings = Settings(outputs_dir=tmp_path / "outputs", cache_dir=tmp_path / "cache", device="cpu",
-                        allow_downloads=False, default_encoder="random")
+    settings = offline_settings(tmp_path)
     server, p, browser, page = open_app(playwright, settings)
     try:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.locator("#content input[type=file]").set_input_files(str(images["content"]))
-        page.locator("#styles input[type=file]").set_input_files(str(images["red"]))
-        page.locator("#size input[type=number]").fill("48")
-        page.locator("#size input[type=number]").press("Enter")
-        page.locator("#steps input").fill("7")
-        page.locator("#steps input").press("Tab")
-        page.locator("#seed input").fill("4321")
-        page.locator("#seed input").press("Tab")
+        fill_image_form(page, images, size=48, steps=7, seed=4321)
         page.locator("#stylize").click()
         page.locator("#result-info").get_by_text("seed 4321").wait_for(timeout=120_000)
         page.screenshot(path=str(SCREENSHOTS / "image_style.png"))
@@ -204,8 +202,7 @@ def test_a_style_in_words_without_a_diffusion_model_and_the_style_library(images
     """No diffusion model here: Text style says so at its top (model and size), the words still give an image after a
     Van Gogh of the style library, a runner-up is one click away, and the library's gallery fills Image style."""
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    settings = Settings(outputs_dir=tmp_path / "outputs", cache_dir=tmp_path / "cache", device="cpu",
-                        allow_downloads=False, default_encoder="random")
+    settings = offline_settings(tmp_path)
     server, p, browser, page = open_app(playwright, settings)
     try:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
