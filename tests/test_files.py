@@ -61,5 +61,6 @@ def test_history_parameters_show_file_names_and_reuse_hands_out_copies(uploads, 
     entry_id, shown = app.select_history(SimpleNamespace(value={"caption": entry.label}))
     assert entry_id == entry.id and shown["content"].endswith(".png") and "/" not in shown["content"]
     assert str(isolated_settings.outputs_dir) not in json.dumps(shown)
-    reused = app.reuse(entry.id)
+    use = next(fn for fn in app.build().fns.values() if fn.name == "use").fn  # History's "use these settings"
+    reused = use(entry.id)
     assert reused[0].startswith(str(uploads.resolve())) and reused[1][0].startswith(str(uploads.resolve()))
