@@ -89,6 +89,10 @@ def test_use_these_settings_keeps_input_names_and_switches_to_the_tab_that_made_
     assert Path(values[0]).name == "holiday_photo.png" and Path(values[1][0]).name == "starry_night.png"
     labels = [tab.label for tab in app.refills.tabs]
     assert labels[0] == "Image style"
+    # one tab bar holds every tab (a widget built between two tabs would start a second bar, below the first)
+    tabs = [b for b in demo.blocks.values() if isinstance(b, gr.Tab) and b.id in
+            {"image", "text", "reference", "loras", "texture", "history", "models"}]
+    assert len(tabs) == 7 and len({id(tab.parent) for tab in tabs}) == 1
     for label, method in (("Audio", "audio"), ("3D", "mesh")):
         if label not in labels:  # that extension is not installed here
             continue
@@ -146,8 +150,10 @@ def test_seed_dice_recycle_size_presets_and_style_pictures(app, form, uploads):
 
 def test_variations_make_one_stored_result_per_seed(app, form):
     from ui.habits import variations
+    from ui.image_form import form_job
 
-    outputs = list(variations(app, {**form, "count": 3, "seed": 7, "gram_init": "noise"}, CALLER, no_progress))
+    outputs = list(variations(app, form_job, {**form, "count": 3, "seed": 7, "gram_init": "noise"}, CALLER,
+                              no_progress))
     gallery, text = outputs[-1]
     assert [caption for _, caption in gallery] == ["seed 7", "seed 8", "seed 9"] and text.startswith("3 of 3")
     assert sorted(e.seed for e in app.store.list()) == [7, 8, 9]

@@ -10,6 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from ui.image_form import image_option_fields
 from tests.conftest import image_form, CALLER, no_progress
 from tests.servers import RunningServer
 from ui.image_tab import IMAGE_FORM, REUSED
@@ -110,7 +111,7 @@ def test_quality_is_stored_and_use_these_settings_refills_it(random_magenta, app
     *reused, label = use(entry.id)
     assert label == "Image style" and app.refills.tabs[0].label == label  # Image style's widgets come first
     assert reused[REUSED.index("quality")] == "best" and reused[REUSED.index("method")] == "gram"
-    keys = [f.key for f in app.option_fields]  # the method options follow, still in their places
+    keys = [f.key for f in image_option_fields(app.executor)]  # the method options follow, still in their places
     assert reused[len(REUSED) + keys.index("gram_init")] == "feedforward"
 
 

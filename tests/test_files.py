@@ -53,12 +53,13 @@ def test_messages_keep_file_names_and_lose_folders():
 
 def test_history_parameters_show_file_names_and_reuse_hands_out_copies(uploads, images, isolated_settings):
     from ui.app import App
+    from ui.history_tools import select_history
 
     app = App(settings=isolated_settings)
     result = stylize(ImageStyleRequest(content=images["content"], styles=[images["red"]], size=32, steps=2, seed=1,
                                        encoder="random"))
     entry = app.store.add(result)
-    entry_id, shown = app.select_history(SimpleNamespace(value={"caption": entry.label}))
+    entry_id, shown = select_history(app, SimpleNamespace(value={"caption": entry.label}))
     assert entry_id == entry.id and shown["content"].endswith(".png") and "/" not in shown["content"]
     assert str(isolated_settings.outputs_dir) not in json.dumps(shown)
     use = next(fn for fn in app.build().fns.values() if fn.name == "use").fn  # History's "use these settings"

@@ -17,18 +17,17 @@ from ui import readiness
 from ui.library_gallery import next_best, preset_thumbnails, text_library
 
 if TYPE_CHECKING:
-    from ui.app import App
+    from ui.host import Host
 
 STRUCTURES = [("off", "none"), ("edges (canny)", "canny"), ("depth", "depth")]
-OWN_TABS = ("diffusion-text", "diffusion-reference")  # methods with a tab of their own, not in Image style
 LORA_SLOTS = 3  # "My styles": up to this many of the person's LoRAs, each with its weight slider
 
 
-def lora_choices(app: "App") -> list[str]:
+def lora_choices(app: "Host") -> list[str]:
     return [info.name for info in app.executor.loras()]
 
 
-def my_styles(app: "App", prefix: str):
+def my_styles(app: "Host", prefix: str):
     """Up to LORA_SLOTS pickers of the person's LoRAs with weight sliders; returns (names, weights) components."""
     names, weights = [], []
     choices = lora_choices(app)
@@ -63,7 +62,7 @@ def diffusion_request(*, method: str, content, styles: list, prompt: str | None,
     return request
 
 
-def common_values(app: "App", p: dict[str, Any]) -> list[Any]:
+def common_values(app: "Host", p: dict[str, Any]) -> list[Any]:
     """Structure, model family, fast mode, size, steps and seed (`_common`'s widgets) from a result's parameters; a
     model named by folder or repo id (not a family) leaves the family as it is."""
     options = p.get("options") or {}
@@ -72,7 +71,7 @@ def common_values(app: "App", p: dict[str, Any]) -> list[Any]:
             bool(options.get("fast")), p["size"], p.get("steps") or 0, p["seed"]]
 
 
-def _common(app: "App", prefix: str):
+def _common(app: "Host", prefix: str):
     """Model family, fast mode, structure, size, steps and seed: the controls both tabs share."""
     families = app.executor.families()
     family = gr.Dropdown([(title, name) for name, title in families.items()], value=app.settings.diffusion_family,
@@ -104,7 +103,7 @@ def _result_column(prefix: str):
     return output, info, status, run, stop
 
 
-def build_text_tab(app: "App") -> list:
+def build_text_tab(app: "Host") -> list:
     presets = app.executor.presets()
     by_name = {p.name: p for p in presets}
 
@@ -180,7 +179,7 @@ def build_text_tab(app: "App") -> list:
     return [job, *reruns]
 
 
-def build_reference_tab(app: "App") -> list:
+def build_reference_tab(app: "Host") -> list:
     def reference(content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps,
                   seed, request: gr.Request, progress=gr.Progress()):
         if not style:

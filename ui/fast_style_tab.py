@@ -21,16 +21,17 @@ from nstdiff.schema import Controls, ImageStyleRequest
 from nstdiff.training.fast_style_data import (FastStyleTraining, check_network_name, delete_network, list_networks,
                                               start_training, training_files, training_states)
 from ui.files import uploaded
-from ui.lora_tab import POLL_SECONDS, describe_job, job_panel, job_view
+from ui.host import describe
+from ui.training_jobs import POLL_SECONDS, describe_job, job_panel, job_view
 
 if TYPE_CHECKING:
-    from ui.app import App
+    from ui.host import Host
 
 TITLE = "Fast style network"
 HEADERS = ["name", "painting", "steps", "px", "style loss", "created"]
 
 
-def build_fast_style_section(app: "App") -> None:
+def build_fast_style_section(app: "Host") -> None:
     settings = app.settings
     uploads = Path(settings.outputs_dir) / "fast-style-datasets"  # kept, so a resumed job finds its photos
 
@@ -98,7 +99,8 @@ def build_fast_style_section(app: "App") -> None:
                                     controls=Controls(strength=strength), options={"network": network})
         except ValidationError as exc:
             raise gr.Error(format_validation_error(exc), title=TITLE)
-        return app.run(job, request, progress)
+        entry, result = app.execute(job, request, progress)
+        return str(entry.output), describe(result)
 
     with gr.Accordion(f"{TITLE}: learn one painting, then restyle in a fraction of a second", open=False):
         with gr.Row():

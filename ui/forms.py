@@ -15,6 +15,8 @@ from nstdiff.errors import InputError
 from nstdiff.registry import format_validation_error
 from nstdiff.schema import Controls, ImageStyleRequest, MethodInfo
 
+ENCODERS = ["auto", "vgg19", "vgg16", "vgg19-normalised", "random"]
+
 
 def bounds(model: type[BaseModel], name: str) -> dict[str, Any]:
     """minimum/maximum/value/info for a slider, read from a field's constraints and description."""

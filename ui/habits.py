@@ -5,9 +5,10 @@ weights, and a batch of variations (one per seed) in a gallery. No torch here.
 from __future__ import annotations
 
 import re
+import secrets
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import gradio as gr
 from PIL import Image
@@ -15,10 +16,14 @@ from PIL import Image
 from nstdiff.errors import NstdiffError
 from ui.files import uploaded
 from ui.forms import parse_weights
+from ui.host import describe, named_handler
+from ui.progress import in_result_area
 
 if TYPE_CHECKING:
-    from ui.app import App
-    from ui.image_tab import ImageTab
+    from nstdiff.schema import ImageStyleRequest
+    from ui.host import Host
+
+MakeJob = Callable[["Host", dict[str, Any], Path], "ImageStyleRequest"]  # the form's values as a request
 
 SIZE_PRESETS = ["512", "768", "1024", "as the photo"]
 SEED = re.compile(r"seed \*\*(\d+)\*\*")  # as `describe` writes it
@@ -83,7 +88,7 @@ def last_seed(info: str | None):
     return int(found.group(1))
 
 
-def wire_inputs(app: "App", *, content, styles, weights, style_pictures: gr.Gallery, size, size_preset, seed, dice,
+def wire_inputs(app: "Host", *, content, styles, weights, style_pictures: gr.Gallery, size, size_preset, seed, dice,
                 recycle, info) -> None:
     quiet = {"queue": False, "api_name": False, "show_progress": "hidden"}
     for trigger in (styles.change, weights.change):
@@ -106,20 +111,16 @@ def variations_panel() -> dict[str, Any]:
     return {"count": count, "run": run, "gallery": gallery}
 
 
-def variations(app: "App", values: dict[str, Any], caller: gr.Request, progress: gr.Progress
+def variations(app: "Host", make_job: MakeJob, values: dict[str, Any], caller: gr.Request, progress: gr.Progress
                ) -> Iterator[tuple[list[tuple[str, str]], str]]:
-    """The form's request once per seed (the form's seed, or a drawn one, then the next ones); each result is stored
-    and joins the gallery as it comes."""
-    from ui.app import describe
-    from ui.image_tab import form_job
-    import secrets
-
+    """The form's request (`make_job(app, values, tmp)`) once per seed (the form's seed, or a drawn one, then the next
+    ones); each result is stored and joins the gallery as it comes."""
     count = max(1, min(MAX_VARIATIONS, int(values.pop("count", None) or 2)))
     first = values.get("seed")
     first = secrets.randbelow(2**32 - MAX_VARIATIONS) if first is None or first < 0 else int(first)
     shown: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        job = form_job(app, values, Path(tmp))
+        job = make_job(app, values, Path(tmp))
         for number in range(count):
             seed = (first + number) % 2**32
             entry, result = app.execute(job.model_copy(update={"seed": seed}), caller, progress)
@@ -127,15 +128,12 @@ def variations(app: "App", values: dict[str, Any], caller: gr.Request, progress:
             yield list(shown), f"{number + 1} of {count} variations · last: {describe(result)}"
 
 
-def wire_variations(app: "App", tab: "ImageTab", names: list[str], defaults: dict[str, Any], history) -> None:
-    from ui.app import named_handler
-    from ui.progress import in_result_area
-
+def wire_variations(app: "Host", panel: dict[str, Any], inputs: list, names: list[str], defaults: dict[str, Any],
+                    info: gr.Markdown, make_job: MakeJob):
+    """The variations panel's event (API `/variations`: the form's parameters `names`, then `count`)."""
     def run(values, request, progress):
-        yield from in_result_area(lambda: variations(app, values, request, progress), request)
+        yield from in_result_area(lambda: variations(app, make_job, values, request, progress), request)
 
-    panel = tab.variations
     handler = named_handler(run, [*names, "count"], {**defaults, "count": 2})
-    job = panel["run"].click(handler, [*tab.inputs, panel["count"]], [panel["gallery"], tab.info],
-                             api_name="variations", show_progress_on=[panel["gallery"]], **app.gpu_queue)
-    job.then(app.history, None, history, api_name=False)
+    return panel["run"].click(handler, [*inputs, panel["count"]], [panel["gallery"], info], api_name="variations",
+                              show_progress_on=[panel["gallery"]], **app.gpu_queue)

@@ -13,18 +13,17 @@ import json
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from PIL import Image
 
+from nstdiff.store import map_inputs
 from ui.files import offer, uploaded
 
 if TYPE_CHECKING:
-    from ui.app import App
-    from ui.image_tab import ImageTab
+    from ui.host import Host
 
 # clicks the tab whose label is given (Gradio switches tabs only from their own buttons or a gr.Tabs output)
 SWITCH_TAB = """(label) => {
@@ -49,47 +48,6 @@ def download_name(request: Any, method: str, suffix: str) -> str:
     inputs = [getattr(request, "content", None), *[s.image for s in getattr(request, "styles", None) or []]]
     stems = [Path(p).stem for p in inputs if isinstance(p, (str, Path))][:3]
     return "-".join([*stems, method]) + suffix
-
-
-@dataclass
-class Refill:
-    """A tab that takes a past result's settings: its label, which methods' results it takes, the widgets it fills,
-    and `fill(parameters, files)` → one value per widget (`files(path)`: the input file to show; `files` None: leave
-    the tab's files as they are). `claims(parameters)`, when given, takes a result whatever its method (Text style
-    claims the words that ran as a library painting's Gram or feed-forward job)."""
-
-    label: str
-    methods: Callable[[str], bool]
-    widgets: list[gr.components.Component]
-    fill: Callable[[dict[str, Any], Callable[[str | None], Any] | None], Any]
-    claims: Callable[[dict[str, Any]], bool] | None = None
-
-
-class Refills:
-    def __init__(self) -> None:
-        self.tabs: list[Refill] = []
-
-    def add(self, label: str, methods: Callable[[str], bool], widgets: list, fill: Callable,
-            claims: Callable[[dict[str, Any]], bool] | None = None) -> None:
-        self.tabs.append(Refill(label, methods, list(widgets), fill, claims))
-
-    @property
-    def widgets(self) -> list[gr.components.Component]:
-        return [w for tab in self.tabs for w in tab.widgets]
-
-    def outputs(self, method: str, parameters: dict[str, Any], files: Callable[[str | None], Any] | None
-                ) -> list[Any]:
-        """One value per widget of every registered tab (only the matching tab's change), then the tab's label."""
-        claimed = [tab for tab in self.tabs if tab.claims and tab.claims(parameters)]
-        for tab in claimed or [tab for tab in self.tabs if tab.methods(method)]:
-            return self._flatten(tab, tab.fill(parameters, files))
-        raise gr.Error(f"No tab takes the settings of a '{method}' result; they are in the Parameters box.")
-
-    def _flatten(self, chosen: Refill, values: list[Any]) -> list[Any]:
-        out: list[Any] = []
-        for tab in self.tabs:
-            out += list(values) if tab is chosen else [gr.update()] * len(tab.widgets)
-        return [*out, chosen.label]
 
 
 def png_reader() -> tuple[gr.File, gr.Markdown]:
@@ -144,8 +102,37 @@ def png_settings(file: Any) -> tuple[str, dict[str, Any], str]:
                    title="Check the inputs")
 
 
-def wire(app: "App", tab: "ImageTab", reuse: gr.Button, selected: gr.Textbox, png: gr.File, said: gr.Markdown
-         ) -> None:
+def build_history_tab(app: "Host") -> gr.Gallery:
+    """The History tab (past results, their parameters, "use these settings", the PNG reader); its gallery, which
+    each job's end refreshes. Built after every tab that registers a refill."""
+    with gr.Tab("History", id="history") as tab:
+        gallery = gr.Gallery(label="Past results", format="png", columns=4, allow_preview=True, height=420,
+                             elem_id="history")
+        selected = gr.Textbox(visible=False)
+        params = gr.JSON(label="Parameters")
+        reuse = gr.Button("Use these settings (in the tab that made it)", elem_id="reuse")
+        png, said = png_reader()
+        wire(app, reuse, selected, png, said)  # inside the tab: a widget between two tabs would split the tab bar
+
+    def select(event: gr.SelectData):
+        return select_history(app, event)
+
+    tab.select(app.history, None, gallery, api_name="history")
+    gallery.select(select, None, [selected, params], api_name=False)
+    return gallery
+
+
+def select_history(app: "Host", event: gr.SelectData) -> tuple[str, dict[str, Any]]:
+    # by the id in the caption, not the position: other sessions' results shift positions
+    caption = (event.value or {}).get("caption") or ""
+    entry = app.store.get(caption.rsplit("#", 1)[-1])
+    if entry is None:
+        raise gr.Error("That history entry no longer exists.")
+    shown = map_inputs(entry.parameters, app.store.input_name)  # the names they came with, not server folders
+    return entry.id, {"id": entry.id, **shown, "timings": entry.timings, "notes": entry.notes}
+
+
+def wire(app: "Host", reuse: gr.Button, selected: gr.Textbox, png: gr.File, said: gr.Markdown) -> None:
     """"Use these settings" and the PNG reader: both fill the right tab, then switch to it."""
     goto = gr.Textbox(visible=False, elem_id="goto-tab")
     outputs = [*app.refills.widgets, goto]
@@ -159,19 +146,12 @@ def wire(app: "App", tab: "ImageTab", reuse: gr.Button, selected: gr.Textbox, pn
 
     def read(file: Any):
         method, parameters, note = png_settings(file)
-        if method == "a1111":
-            image = app.refills.tabs[0]  # Image style: only the fields that have a place there
-            values = [parameters.get(name, gr.update()) for name in image_refill_names(tab)]
-            rest = [gr.update()] * (len(app.refills.widgets) - len(values))
-            return [*values, *rest, image.label, note]
+        if method == "a1111":  # only the fields that have a place in the tab whose fields are named: Image style
+            image = next(tab for tab in app.refills.tabs if tab.names)
+            return [*app.refills.flatten(image, [parameters.get(name, gr.update()) for name in image.names]), note]
         # a PNG names files on another machine (or this server's folders): never opened, upload them again
         return [*app.refills.outputs(method, parameters, None), note + " (upload the inputs again)"]
 
     reuse.click(use, selected, outputs, api_name="reuse").then(None, goto, None, js=SWITCH_TAB)
     png.upload(read, png, [*outputs, said], api_name="read_png").then(None, goto, None, js=SWITCH_TAB)
 
-
-def image_refill_names(tab: "ImageTab") -> list[str]:
-    from ui.image_tab import REUSED
-
-    return [*REUSED, *(f"option:{i}" for i in range(len(tab.option_widgets)))]

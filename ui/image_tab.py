@@ -19,14 +19,17 @@ from nstdiff.routing import CLASSIC_QUALITY
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
 from ui import habits, readiness
 from ui.files import offer, uploaded
-from ui.forms import OptionField, bounds, method_options, painted_mask
+from ui.forms import ENCODERS, OptionField, bounds
+from ui.image_form import classic_methods, form_job, image_option_fields, option_widget, refill
+from ui.host import named_handler
 from ui.library_gallery import image_library
+from ui.progress import in_result_area
 
 if TYPE_CHECKING:
-    from ui.app import App
+    from ui.host import Host
 
 log = logging.getLogger(__name__)
-ENCODERS = ["auto", "vgg19", "vgg16", "vgg19-normalised", "random"]
+EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
 # The Image style form's inputs, in order: the names of the `/stylize` API's parameters (method options follow).
 # quality came last, so callers that pass the older parameters by position still line up.
 IMAGE_FORM = ("content", "styles", "weights", "method", "strength", "preserve_color", "style_scale", "size", "steps",
@@ -58,8 +61,15 @@ class ImageTab:
     output: gr.Image
     info: gr.Markdown
     status: gr.Markdown
+    option_fields: list[OptionField]
     variations: Any = None  # the batch-of-seeds panel (`ui/habits.py`)
     seed: Any = None
+    jobs: list = None  # the events whose end adds a result to the history
+
+    @property
+    def names(self) -> list[str]:
+        """The `/stylize` API's parameter names: IMAGE_FORM's, then the method options' keys."""
+        return [*IMAGE_FORM, *(f.key for f in self.option_fields)]
 
     @property
     def inputs(self) -> list[gr.components.Component]:
@@ -72,8 +82,10 @@ class ImageTab:
         return [*self.form, self.mask_file, self.quality, *self.option_widgets]
 
 
-def build_image_tab(app: "App") -> ImageTab:
-    image_methods, settings = app.image_methods, app.settings
+def build_image_tab(app: "Host") -> ImageTab:
+    """The tab, its Stylize / Try it / Variations / Cancel events and its "use these settings" refill."""
+    image_methods, settings = classic_methods(app.executor), app.settings
+    fields = image_option_fields(app.executor)
     with gr.Tab("Image style", id="image"):
         chain_banner = readiness.banner(app, "chain", "image", shown=False)  # while chain (it needs diffusion) is chosen
         with gr.Row():
@@ -115,7 +127,7 @@ def build_image_tab(app: "App") -> ImageTab:
                 for m in image_methods:  # each method's own controls (AdaIN's alpha, Gram's weights, …)
                     with gr.Accordion(f"{m.title}: options", open=m.name == "adain",
                                       visible=m.name == method.value) as group:
-                        option_widgets += [option_widget(f) for f in app.option_fields if f.method == m.name]
+                        option_widgets += [option_widget(f) for f in fields if f.method == m.name]
                     option_groups[m.name] = group
                 with gr.Accordion("Region mask", open=False):
                     gr.Markdown("White = style 1, red = style 2, green = style 3 …, black = leave untouched.")
@@ -144,14 +156,43 @@ def build_image_tab(app: "App") -> ImageTab:
                   + [gr.update(visible=name == "auto")], method, [*option_groups.values(), quality], queue=False,
                   api_name=False, show_progress="hidden")
     chain_banner.wire_to_method(app, method, "chain")
-    return ImageTab(form=[content, styles, weights, method, strength, preserve, style_scale, size, steps, seed,
-                          encoder], mask_file=mask_file, mask_paint=mask_paint, quality=quality,
-                    option_widgets=option_widgets, run=run, stop=stop, example=example, content=content,
-                    styles=styles, size=size, steps=steps, output=output, info=info, status=status,
-                    variations=variations, seed=seed)
+    tab = ImageTab(form=[content, styles, weights, method, strength, preserve, style_scale, size, steps, seed,
+                         encoder], mask_file=mask_file, mask_paint=mask_paint, quality=quality,
+                   option_widgets=option_widgets, run=run, stop=stop, example=example, content=content,
+                   styles=styles, size=size, steps=steps, output=output, info=info, status=status,
+                   option_fields=fields, variations=variations, seed=seed)
+    tab.jobs = wire_jobs(app, tab)
+    app.refills.add("Image style", {m.name for m in image_methods}.__contains__, tab.reused,
+                    lambda p, kept: refill(fields, p, kept), names=[name for name in tab.names if name != "mask_paint"])
+    return tab
 
 
-def stylize(app: "App", values: dict[str, Any], caller: gr.Request, progress: gr.Progress) -> Iterator[tuple[str, str]]:
+def wire_jobs(app: "Host", tab: ImageTab) -> list:
+    """Stylize (API `/stylize`), the bundled example, variations and Cancel; the job events."""
+    defaults = {"quality": tab.quality.value, **{f.key: f.form_value(f.default) for f in tab.option_fields}}
+
+    def run(values, request, progress):
+        yield from stylize_in_page(app, values, request, progress)
+
+    stylize_handler = named_handler(run, tab.names, defaults)
+    queue = {**app.gpu_queue, "show_progress_on": [tab.info]}  # one progress bar, under the live preview
+    job = tab.run.click(stylize_handler, tab.inputs, [tab.output, tab.info], api_name="stylize", **queue)
+    tab.run.click(lambda: "", None, tab.status, queue=False, api_name=False, show_progress="hidden")
+    tab.stop.click(app.cancel, None, tab.status, api_name="cancel", queue=False)
+    example = tab.example.click(
+        lambda: (offer(EXAMPLES / "photo.jpg"), [offer(EXAMPLES / "painting.jpg")], 256, 0), None,
+        [tab.content, tab.styles, tab.size, tab.steps], queue=False, api_name=False,
+    ).then(stylize_handler, tab.inputs, [tab.output, tab.info], api_name=False, **queue)
+    variations = habits.wire_variations(app, tab.variations, tab.inputs, tab.names, defaults, tab.info, form_job)
+    return [job, example, variations]
+
+
+def stylize_in_page(app: "Host", values: dict[str, Any], request: Any, progress: Any):
+    """`stylize`, its failures shown in the result area for the app's own page."""
+    yield from in_result_area(lambda: stylize(app, values, request, progress), request)
+
+
+def stylize(app: "Host", values: dict[str, Any], caller: gr.Request, progress: gr.Progress) -> Iterator[tuple[str, str]]:
     """The form (`IMAGE_FORM` plus the chosen method's options) as a job: (picture, description) once, or twice when an
     instant result shows first (see `instant_result`)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,19 +211,7 @@ def stylize(app: "App", values: dict[str, Any], caller: gr.Request, progress: gr
             raise
 
 
-def form_job(app: "App", values: dict[str, Any], tmp: Path) -> ImageStyleRequest:
-    """The form's values as a request (a painted mask is written into `tmp`)."""
-    mask_file = values.get("mask_file")
-    mask = uploaded(mask_file) if mask_file else painted_mask(values.get("mask_paint"), tmp)
-    method = values["method"]
-    return app.form_request(
-        method=method, content=values.get("content"), styles=values.get("styles"), weights=values.get("weights"),
-        size=values["size"], steps=values.get("steps"), seed=values.get("seed"), encoder=values["encoder"],
-        strength=values["strength"], preserve_color=values["preserve_color"], style_scale=values["style_scale"],
-        mask=mask, options=method_options(app.option_fields, method, values), quality=values.get("quality"))
-
-
-def instant_result(app: "App", job: ImageStyleRequest, caller: gr.Request, progress: gr.Progress,
+def instant_result(app: "Host", job: ImageStyleRequest, caller: gr.Request, progress: gr.Progress,
                    tmp: Path) -> tuple[str, str] | None:
     """The request's feed-forward result (quality fast), shown but not stored, where it helps: method auto, a quality
     above fast, a photo and the network on disk. None otherwise, and when it fails (logged; the full run follows).
@@ -206,21 +235,3 @@ def instant_result(app: "App", job: ImageStyleRequest, caller: gr.Request, progr
         return None
     seconds = result.timings.get("total", time.monotonic() - started)
     return shown, f"Instant result (feed-forward, {seconds:.1f} s) — refining (quality {job.quality})…"
-
-
-def option_widget(field: OptionField) -> gr.components.Component:
-    """The widget for one method option; its bounds and help come from the options model."""
-    common = {"label": field.label, "info": field.description or None, "value": field.form_value(field.default),
-              "elem_id": field.key}
-    if field.kind == "choice":
-        return gr.Dropdown(list(field.choices), **common)
-    if field.kind == "boolean":
-        return gr.Checkbox(**common)
-    if field.kind == "list":
-        return gr.Textbox(placeholder="comma-separated", **common)
-    bounded = field.minimum is not None and field.maximum is not None and field.maximum - field.minimum <= 10
-    if bounded and not field.nullable:
-        return gr.Slider(minimum=field.minimum, maximum=field.maximum, step=0.01 if field.kind == "number" else 1,
-                         **common)
-    return gr.Number(minimum=field.minimum, maximum=field.maximum, precision=0 if field.kind == "integer" else None,
-                     **common)

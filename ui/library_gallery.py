@@ -17,7 +17,7 @@ from nstdiff.library import Painting, add_painting, get_painting, list_paintings
 from ui.files import offer, uploaded
 
 if TYPE_CHECKING:
-    from ui.app import App
+    from ui.host import Host
 
 NEXT_BEST = 2  # buttons for the runners-up
 RECENT = 50  # how far back in the history a shown result is looked for
@@ -27,7 +27,7 @@ def caption(painting: Painting) -> str:
     return f"{painting.title} — {painting.artist or 'unknown'}" + (f", {painting.year}" if painting.year else "")
 
 
-def gallery_items(app: "App") -> tuple[list[tuple[str, str]], list[str]]:
+def gallery_items(app: "Host") -> tuple[list[tuple[str, str]], list[str]]:
     """(thumbnail offered as a served copy, caption) per painting, and the paintings' ids in the same order."""
     paintings = list_paintings(app.settings)
     return [(offer(thumbnail(p, app.settings)), caption(p)) for p in paintings], [p.id for p in paintings]
@@ -39,21 +39,21 @@ def words_for(painting: Painting) -> str:
     return f"{painting.artist}, {painting.title}" if painting.artist else painting.title
 
 
-def _chosen(app: "App", ids: list[str], index: int) -> Painting:
+def _chosen(app: "Host", ids: list[str], index: int) -> Painting:
     try:
         return get_painting(ids[index], app.settings)
     except (IndexError, TypeError, NstdiffError):
         raise gr.Error("That painting is no longer in the library; reload the page.", title="Style library")
 
 
-def add_to_styles(app: "App", current: list | None, ids: list[str], index: int) -> list[str]:
+def add_to_styles(app: "Host", current: list | None, ids: list[str], index: int) -> list[str]:
     """The style images with the clicked painting added, as a copy in the upload cache: to the form, and to
     `uploaded`, it is an upload like any other."""
     painting = _chosen(app, ids, index)
     return [*(uploaded(f) for f in current or []), offer(painting.path)]
 
 
-def stored_entry(app: "App", shown: str | Path):
+def stored_entry(app: "Host", shown: str | Path):
     """The history entry whose result `shown` is: by its id, or (a copy named for download) by its bytes, among the
     latest results."""
     shown = Path(shown)
@@ -69,21 +69,21 @@ def stored_entry(app: "App", shown: str | Path):
     return None
 
 
-def runners_up(app: "App", result_path: str | None) -> list[dict]:
+def runners_up(app: "Host", result_path: str | None) -> list[dict]:
     """The next-best paintings recorded with the stored result at `result_path` (none for other results)."""
     entry = stored_entry(app, result_path) if result_path else None
     library = (entry.parameters.get("library") if entry is not None else None) or {}
     return library.get("alternatives", [])[:NEXT_BEST]
 
 
-def _gallery(app: "App", prefix: str, label: str):
+def _gallery(app: "Host", prefix: str, label: str):
     items, ids = gallery_items(app)
     gallery = gr.Gallery(items, label=label, columns=6, height=300, allow_preview=False, object_fit="cover",
                          elem_id=f"{prefix}-library")
     return gallery, gr.State(ids)
 
 
-def image_library(app: "App", styles: gr.File) -> None:
+def image_library(app: "Host", styles: gr.File) -> None:
     """In the Image style form, under the style images: the library, a click adds the painting as a style image."""
     with gr.Accordion(f"Style library: {len(list_paintings(app.settings))} public-domain paintings and your own "
                       "(click one to use it as a style)", open=False):
@@ -122,7 +122,7 @@ class TextLibrary:
     preset_names: gr.State
 
 
-def text_library(app: "App", prompt: gr.Textbox, preset: gr.Dropdown, presets: list) -> TextLibrary:
+def text_library(app: "Host", prompt: gr.Textbox, preset: gr.Dropdown, presets: list) -> TextLibrary:
     """In the Text style form: the presets with thumbnails (a click picks the preset) and the paintings (a click puts
     the painting's artist and title in the words)."""
     with gr.Accordion(f"Presets ({len(presets)}) with thumbnails: each rendered once with the closest painting",
@@ -146,7 +146,7 @@ def text_library(app: "App", prompt: gr.Textbox, preset: gr.Dropdown, presets: l
     return TextLibrary(preset_gallery, preset_names)
 
 
-def preset_thumbnails(app: "App", presets: list, progress=gr.Progress()) -> tuple[Any, list[str]]:
+def preset_thumbnails(app: "Host", presets: list, progress=gr.Progress()) -> tuple[Any, list[str]]:
     """The presets' thumbnails (rendered on first use, cached after), for the preset gallery."""
     from nstdiff.library.previews import preset_previews
 
@@ -162,7 +162,7 @@ class NextBest:
     buttons: list[gr.Button]
     choices: list[gr.State]
 
-    def wire(self, app: "App", job: Any, output: gr.Image, handler: Callable, inputs: list, outputs: list) -> list:
+    def wire(self, app: "Host", job: Any, output: gr.Image, handler: Callable, inputs: list, outputs: list) -> list:
         """After `job` (and after each re-run), show the runners-up of the result in `output`; a button re-runs
         `handler` with `inputs` and its painting (passed as the handler's next parameter). Returns the re-runs."""
         def show(path):

@@ -20,9 +20,11 @@ from gradio import processing_utils
 
 from nstdiff.schema import ProgressEvent
 from ui.files import redact_paths, upload_folder
+from ui.history_tools import download_name, offer_as
+from ui.host import describe
 
 if TYPE_CHECKING:
-    from ui.app import App
+    from ui.host import Host
 
 log = logging.getLogger(__name__)
 Watch = Callable[[ProgressEvent], None]
@@ -85,12 +87,9 @@ def progress_reporter(progress: gr.Progress, watch: Watch | None = None) -> Watc
     return report
 
 
-def live_run(app: "App", request: Any, caller: gr.Request, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
+def live_run(app: "Host", request: Any, caller: gr.Request, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
     """`app.execute` as (picture, text) outputs: for a browser, each live preview while it runs (the run goes on in
     a worker thread, so the handler can stream), then the result and its description."""
-    from ui.app import describe
-    from ui.history_tools import download_name, offer_as
-
     if not in_browser(caller):
         entry, result = app.execute(request, caller, progress)
         yield str(entry.output), describe(result)

@@ -13,14 +13,14 @@ from nstdiff.diffusion.readiness import Readiness, readiness, size_text
 from nstdiff.errors import NstdiffError
 
 if TYPE_CHECKING:
-    from ui.app import App
+    from ui.host import Host
 
 
-def state(app: "App", feature: str, family: str | None) -> Readiness:
+def state(app: "Host", feature: str, family: str | None) -> Readiness:
     return readiness(feature, family or app.settings.diffusion_family, app.settings)
 
 
-def require(app: "App", feature: str, family: str | None) -> None:
+def require(app: "Host", feature: str, family: str | None) -> None:
     """Raise the one-line explanation when `feature` cannot run with `family` here (a model not on disk)."""
     ready = state(app, feature, family)
     if not ready.ready:
@@ -41,7 +41,7 @@ class Banner:
     text: gr.Markdown
     fetch: gr.Button
 
-    def wire(self, app: "App", tab: gr.Tab, family: gr.Dropdown) -> None:
+    def wire(self, app: "Host", tab: gr.Tab, family: gr.Dropdown) -> None:
         """Refresh when the tab opens or the family changes; Fetch downloads what is missing, with progress."""
         def refresh(name):
             return _views(state(app, self.feature, name))
@@ -52,7 +52,7 @@ class Banner:
         family.change(refresh, family, outputs, queue=False, api_name=False, show_progress="hidden")
         self._wire_fetch(app, family, refresh)
 
-    def wire_to_method(self, app: "App", method: gr.Dropdown, name: str) -> None:
+    def wire_to_method(self, app: "Host", method: gr.Dropdown, name: str) -> None:
         """A banner for one method of a tab (Image style's chain): shown while that method is chosen."""
         def refresh(chosen):
             return _views(state(app, self.feature, None)) if chosen == name else (gr.update(visible=False),) * 2
@@ -60,7 +60,7 @@ class Banner:
         method.change(refresh, method, [self.text, self.fetch], queue=False, api_name=False, show_progress="hidden")
         self._wire_fetch(app, method, refresh)
 
-    def _wire_fetch(self, app: "App", trigger: gr.components.Component, refresh) -> None:
+    def _wire_fetch(self, app: "Host", trigger: gr.components.Component, refresh) -> None:
         def fetch(value, progress=gr.Progress()):
             family = value if value in app.executor.families() else None
             for part in state(app, self.feature, family).missing:
@@ -74,7 +74,7 @@ class Banner:
                          concurrency_id="fetch", concurrency_limit=1, show_progress_on=[self.text])
 
 
-def banner(app: "App", feature: str, prefix: str, shown: bool = True) -> Banner:
+def banner(app: "Host", feature: str, prefix: str, shown: bool = True) -> Banner:
     """The banner's widgets, at the top of a tab (call it first inside the tab), as they stand now (hidden when not
     `shown`: a banner for one method, `Banner.wire_to_method`)."""
     text, button = _views(state(app, feature, None))

@@ -5,18 +5,19 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from ui.forms import ENCODERS
+from ui.image_form import form_request
 from ui.progress import in_results
 
 if TYPE_CHECKING:
-    from ui.app import App
+    from ui.host import Host
 
 
-def build_texture_tab(app: "App") -> list:
+def build_texture_tab(app: "Host") -> list:
     """The tab; returns its job event (its end adds a result to the history)."""
-    from ui.image_tab import ENCODERS
 
     def texture(styles, size, steps, seed, encoder, request: gr.Request, progress=gr.Progress()):
-        job = app.form_request(method="gram", content=None, styles=styles, weights=None, size=size, steps=steps,
+        job = form_request(method="gram", content=None, styles=styles, weights=None, size=size, steps=steps,
                                seed=seed, encoder=encoder, strength=1.0, preserve_color="none", style_scale=1.0)
         yield from app.live(job, request, progress)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from pydantic import ValidationError
@@ -12,6 +12,9 @@ from nstdiff.errors import NstdiffError
 from nstdiff.registry import format_validation_error
 from ui.files import uploaded
 from ui.forms import bounds
+
+if TYPE_CHECKING:
+    from ui.host import Host
 
 SAMPLE_RATES = [16000, 22050, 32000, 44100, 48000]
 FFT_SIZES = [256, 512, 1024, 2048, 4096, 8192]
@@ -39,8 +42,8 @@ def refill(parameters: dict[str, Any], files) -> list[Any]:
             p["kernel_width"], p["n_fft"], p["sample_rate"], p.get("seconds") or 0, p["seed"]]
 
 
-def build_tab(app) -> list[Any]:
-    from ui.app import describe
+def build_tab(app: "Host") -> list[Any]:
+    from ui.host import describe
     from ui.progress import in_results
 
     job_method = AudioStyleRequest.model_fields["method"].default
@@ -108,6 +111,5 @@ def build_tab(app) -> list[Any]:
             **app.gpu_queue)
         stop.click(app.cancel, None, status, queue=False, api_name=False)
         run.click(lambda: "", None, status, queue=False, api_name=False, show_progress="hidden")
-        if getattr(app, "refills", None) is not None:  # History's "use these settings" fills this tab
-            app.refills.add("Audio", lambda method: method == job_method, form, refill)
+        app.refills.add("Audio", lambda method: method == job_method, form, refill)
     return [job]

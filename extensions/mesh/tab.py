@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 from pydantic import ValidationError
@@ -15,6 +16,9 @@ from nstdiff.errors import InputError, NstdiffError
 from nstdiff.registry import format_validation_error
 from extensions.mesh.schema import MODEL_SUFFIXES, MeshStyleRequest
 from ui.files import uploaded
+
+if TYPE_CHECKING:
+    from ui.host import Host
 
 FIELDS = MeshStyleRequest.model_fields
 # an OBJ arrives with its .mtl and textures, a .gltf with its .bin: all uploaded together
@@ -47,7 +51,7 @@ def refill(parameters: dict, files) -> list:
             p["view_size"], p.get("steps") or 0, p["texture_size"], p["strength"], p["seed"], p["encoder"]]
 
 
-def build_tab(app) -> list:
+def build_tab(app: "Host") -> list:
     from ui.progress import in_results
 
     def run(files, style, mode, views, view_size, steps, texture_size, strength, seed, encoder,
@@ -113,6 +117,5 @@ def build_tab(app) -> list:
             show_progress_on=[viewer], **app.gpu_queue)
         stop.click(app.cancel, None, status, queue=False, api_name=False)
         go.click(lambda: "", None, status, queue=False, api_name=False, show_progress="hidden")
-        if getattr(app, "refills", None) is not None:  # History's "use these settings" fills this tab
-            app.refills.add("3D", lambda method: method == FIELDS["method"].default, inputs, refill)
+        app.refills.add("3D", lambda method: method == FIELDS["method"].default, inputs, refill)
     return [job]
