@@ -14,7 +14,7 @@ from PIL import Image
 
 
 def nstdiff(*args, timeout=300, **kwargs):
-    return subprocess.run([sys.executable, "-m", "nstdiff.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nstdiff", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=os.environ.copy(), **kwargs)
 
 
@@ -90,7 +90,7 @@ def test_models_list_and_methods():
 def test_ctrl_c_stops_cleanly_without_an_output(images, tmp_path):
     out = tmp_path / "out.png"
     process = subprocess.Popen(
-        [sys.executable, "-m", "nstdiff.cli", "stylize", str(images["content"]), "--style", str(images["red"]),
+        [sys.executable, "-m", "nstdiff", "stylize", str(images["content"]), "--style", str(images["red"]),
          "--size", "48", "--steps", "10000", "--encoder", "random", "-o", str(out)],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=os.environ.copy(),
     )

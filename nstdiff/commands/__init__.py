@@ -17,7 +17,7 @@ from nstdiff.training.adain_decoder import DecoderTraining
 from nstdiff.training.fast_style_data import FastStyleTraining
 from nstdiff.training.lora_data import LoraTraining
 
-EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 def _flag(name: str) -> str:
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = model_commands.add_parser("fetch", help="download (or import) a model, checked and converted")
     fetch.add_argument("name")
     fetch.add_argument("--from", dest="source", type=Path, help="import from a local file instead of downloading")
-    from nstdiff.library.cli import add_command as add_library_command
+    from nstdiff.commands.library import add_command as add_library_command
 
     add_library_command(commands)
     for add_command in plugins(COMMANDS_GROUP):
@@ -449,7 +449,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
