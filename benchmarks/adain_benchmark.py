@@ -43,7 +43,7 @@ def main() -> None:
     from safetensors import safe_open
 
     from nstdiff import ImageStyleRequest, stylize
-    from nstdiff.cli import EXAMPLES
+    from nstdiff.commands.stylize import EXAMPLES
     from nstdiff.models.decoders import decoder_on_disk, decoder_path
     from nstdiff.settings import reload_settings
 

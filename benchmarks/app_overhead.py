@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 from gradio_client import Client, handle_file  # noqa: E402
 
 from nstdiff import ImageStyleRequest, stylize  # noqa: E402
-from nstdiff.cli import EXAMPLES  # noqa: E402
+from nstdiff.commands.stylize import EXAMPLES  # noqa: E402
 from nstdiff.settings import Settings  # noqa: E402
 from tests.servers import RunningServer  # noqa: E402
 

@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -120,8 +121,8 @@ class Executor(Protocol):
     def models(self) -> list[Any]:
         """Each model with where it is and whether it is ready."""
 
-    def fetch_model(self, name: str, message: Callable[[str], None] | None = None) -> Any:
-        """Fetch a missing model, reporting status lines."""
+    def fetch_model(self, name: str, message: Callable[[str], None] | None = None, source: Path | None = None) -> Any:
+        """Fetch a missing model (or import it from the local file `source`), reporting status lines."""
 
     def loaded_models(self) -> dict[str, str]:
         """The diffusion models held in memory now: name → bytes of weights and device, e.g. "6.9 GB on cuda"."""
@@ -132,11 +133,22 @@ class Executor(Protocol):
     def families(self) -> dict[str, str]:
         """Diffusion model families: name → title."""
 
-    def loras(self) -> list[Any]:
-        """The person's LoRA library."""
+    def loras(self, include_damaged: bool = False) -> list[Any]:
+        """The person's LoRA library (with the entries that cannot be used, each with its reason, if asked)."""
 
     def lora(self, action: str, **arguments: Any) -> Any:
         """A library or training action: rename, delete, export, import, train (in the background), jobs, files."""
+
+    def networks(self) -> list[Any]:
+        """The person's fast style networks."""
+
+    def network(self, action: str, **arguments: Any) -> Any:
+        """A fast style network library or training action: delete, train (in the background), jobs, files."""
+
+    def train(self, config: BaseModel, progress: ProgressCallback | None = None,
+              cancel: CancelToken | None = None) -> Any:
+        """Train in this process, by the type of `config`: a LoRA, a fast style network or an AdaIN decoder; a
+        cancelled run stops after its current step with its checkpoints kept."""
 
 
 class InProcessExecutor:
@@ -158,10 +170,10 @@ class InProcessExecutor:
 
         return {m.label: f"{m.nbytes / 1e9:.2f} GB on {m.pipeline.device.type}" for m in PIPELINES.loaded()}
 
-    def fetch_model(self, name: str, message: Callable[[str], None] | None = None) -> Any:
+    def fetch_model(self, name: str, message: Callable[[str], None] | None = None, source: Path | None = None) -> Any:
         from nstdiff.models import fetch_model
 
-        return fetch_model(name, settings=self.settings, message=message)
+        return fetch_model(name, source=source, settings=self.settings, message=message)
 
     def presets(self) -> list[Any]:
         from nstdiff.diffusion.presets import load_presets
@@ -173,10 +185,10 @@ class InProcessExecutor:
 
         return {name: family.title for name, family in load_catalogue().families.items()}
 
-    def loras(self) -> list[Any]:
+    def loras(self, include_damaged: bool = False) -> list[Any]:
         from nstdiff.loras import list_loras
 
-        return list_loras(self.settings)
+        return list_loras(self.settings, include_damaged=include_damaged)
 
     def lora(self, action: str, **arguments: Any) -> Any:
         from nstdiff import kohya, loras
@@ -196,6 +208,33 @@ class InProcessExecutor:
         if action not in actions:
             raise InputError(f"unknown LoRA action '{action}'; one of train, {', '.join(actions)}")
         return actions[action](**arguments, settings=settings)
+
+    def networks(self) -> list[Any]:
+        from nstdiff.training.fast_style_data import list_networks
+
+        return list_networks(self.settings)
+
+    def network(self, action: str, **arguments: Any) -> Any:
+        from nstdiff.training import fast_style_data as networks
+
+        actions = {"delete": networks.delete_network, "train": networks.start_training,
+                   "jobs": networks.training_states, "files": networks.training_files}
+        if action not in actions:
+            raise InputError(f"unknown fast style network action '{action}'; one of {', '.join(actions)}")
+        return actions[action](**arguments, settings=self.settings or get_settings())
+
+    def train(self, config: BaseModel, progress: ProgressCallback | None = None,
+              cancel: CancelToken | None = None) -> Any:
+        from nstdiff.training.fast_style_data import FastStyleTraining
+        from nstdiff.training.lora_data import LoraTraining
+
+        if isinstance(config, LoraTraining):
+            from nstdiff.training.lora import train_lora as train
+        elif isinstance(config, FastStyleTraining):
+            from nstdiff.training.fast_style import train_fast_style as train
+        else:  # a DecoderTraining; each trainer is imported only when it runs (the LoRA's brings in diffusers)
+            from nstdiff.training.adain_decoder import train_decoder as train
+        return train(config, progress=progress, cancel=cancel, settings=self.settings)
 
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
         settings = self.settings or get_settings()

@@ -180,21 +180,6 @@ def get_lora(name: str, settings: Settings | None = None, damaged_ok: bool = Fal
     return info
 
 
-def library_table(settings: Settings | None = None) -> str:
-    """The library as `nstdiff lora list` prints it: one row per LoRA, damaged entries marked with the reason."""
-    infos = list_loras(settings, include_damaged=True)
-    rows = [f"{'name':24} {'base':10} {'trigger':16} {'rank':>4} {'steps':>6}  created"]
-    for info in infos:
-        rows.append(f"{info.name:24} DAMAGED: {info.damaged}" if info.damaged else
-                    f"{info.name:24} {info.base or '-':10} {info.trigger or '-':16} {info.rank or '-':>4} "
-                    f"{info.steps or '-':>6}  {info.created or '-'}")
-    if not infos:
-        rows.append("(empty: `nstdiff lora train` or `nstdiff lora import`)")
-    elif any(info.damaged for info in infos):
-        rows.append("(a damaged entry cannot be used; `nstdiff lora delete NAME` removes it)")
-    return "\n".join(rows)
-
-
 def rename_lora(old: str, new: str, settings: Settings | None = None) -> LoraInfo:
     settings = settings or get_settings()
     info = get_lora(old, settings, damaged_ok=True)

@@ -68,7 +68,7 @@ def test_a_cancel_says_which_checkpoint_is_kept(folders, isolated_settings):
 
 
 def test_trained_decoders_are_listed_with_where_they_are(folders, isolated_settings, capsys):
-    from nstdiff.cli import main
+    from nstdiff.commands import main
     from nstdiff.executor import InProcessExecutor
 
     def listed():

@@ -17,7 +17,7 @@ from extensions.audio.measures import chroma_similarity, mel_distance
 from extensions.audio.method import OUTPUT_PEAK
 from extensions.audio.schema import MAX_SECONDS, AudioStyleRequest
 from extensions.audio.spectral import RandomFilterBank, SpectralStyleLoss, log_magnitude
-from nstdiff.cli import main
+from nstdiff.commands import main
 from nstdiff.errors import Cancelled, InputError
 from tests.conftest import cancel_at
 

@@ -1,6 +1,7 @@
 """The `nstdiff` command as a user runs it: a subprocess, its exit code, its files and its messages."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -8,13 +9,15 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 
 def nstdiff(*args, timeout=300, **kwargs):
-    return subprocess.run([sys.executable, "-m", "nstdiff.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nstdiff", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=os.environ.copy(), **kwargs)
 
 
@@ -90,7 +93,7 @@ def test_models_list_and_methods():
 def test_ctrl_c_stops_cleanly_without_an_output(images, tmp_path):
     out = tmp_path / "out.png"
     process = subprocess.Popen(
-        [sys.executable, "-m", "nstdiff.cli", "stylize", str(images["content"]), "--style", str(images["red"]),
+        [sys.executable, "-m", "nstdiff", "stylize", str(images["content"]), "--style", str(images["red"]),
          "--size", "48", "--steps", "10000", "--encoder", "random", "-o", str(out)],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=os.environ.copy(),
     )
@@ -139,3 +142,32 @@ def test_a_jpeg_output_is_a_jpeg_and_a_damaged_exif_prints_nothing(images, tmp_p
     assert run.returncode == 0, run.stderr
     assert "Warning" not in run.stderr and "warn" not in run.stderr, run.stderr
     assert Image.open(out).format == "JPEG" and os.stat(out).st_mode & 0o077  # not 0600: others may read it
+
+
+def test_help_does_not_import_torch():
+    """`nstdiff --help` and the help of every command whose flags do not come from the methods' options (stylize,
+    texture) or the decoder training config (adain train) start without torch or the other heavy libraries."""
+    helps = [[], ["example"], ["serve"], ["adain"], ["lora"], ["lora", "train"], ["lora", "import"], ["fast"],
+             ["fast", "train"], ["methods"], ["presets"], ["models"], ["models", "fetch"], ["library"],
+             ["library", "add"], ["audio"], ["mesh"]]
+    code = f"""
+import contextlib, io, sys
+from nstdiff.commands import main
+for argv in {helps!r}:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main([*argv, "--help"])
+print(sorted(name for name in ("torch", "diffusers", "transformers", "trimesh", "librosa") if name in sys.modules))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=os.environ.copy())
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_the_console_script_is_the_command_python_m_runs():
+    from nstdiff.commands import main
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, name = scripts["nstdiff"].partition(":")
+    assert getattr(importlib.import_module(module), name) is main
+    assert importlib.import_module("nstdiff.__main__").main is main

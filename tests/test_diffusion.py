@@ -233,7 +233,7 @@ def test_content_leak_subtraction_changes_the_reference_embedding(models, images
 def test_cli_imports_a_model_folder_and_restyles_from_words(diffusion_models, images, tmp_path, monkeypatch, capsys):
     import json
 
-    from nstdiff.cli import main
+    from nstdiff.commands import main
 
     monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(tmp_path / "models"))
     reload_settings()

@@ -156,7 +156,7 @@ def test_the_method_renders_with_a_trained_network_and_names_the_ones_there_are(
 
 
 def test_the_command_line_trains_lists_uses_and_deletes(inputs, tmp_path, capsys):
-    from nstdiff.cli import main
+    from nstdiff.commands import main
 
     painting, photos = inputs
     train_args = ["fast", "train", "--name", "cli-net", "--style", str(painting), "--images", str(photos),

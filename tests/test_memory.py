@@ -122,7 +122,7 @@ def test_other_runtime_errors_are_not_taken_for_memory(images, monkeypatch):
 
 def test_the_cli_refuses_with_one_line_and_exit_2(images, tmp_path):
     out = tmp_path / "out.png"
-    run = subprocess.run([sys.executable, "-m", "nstdiff.cli", "stylize", str(images["content"]), "--style",
+    run = subprocess.run([sys.executable, "-m", "nstdiff", "stylize", str(images["content"]), "--style",
                           str(images["red"]), "--size", "2048", "--encoder", "random", "-o", str(out)],
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "NSTDIFF_MAX_JOB_MEMORY_GB": "0.6"})
@@ -134,7 +134,7 @@ def test_the_cli_refuses_with_one_line_and_exit_2(images, tmp_path):
 
 
 def test_the_cli_reports_running_out_of_memory_in_one_line_with_exit_2(images, tmp_path, monkeypatch, capsys):
-    from nstdiff.cli import main
+    from nstdiff.commands import main
 
     def transfer(self, job, options, context):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes")

@@ -16,7 +16,7 @@ from extensions.mesh.raster import cameras
 from extensions.mesh.result import MeshResult
 from extensions.mesh.schema import MeshStyleRequest
 from extensions.mesh.surface import build_atlas, load_surface
-from nstdiff.cli import main as cli_main
+from nstdiff.commands import main as cli_main
 from nstdiff.errors import Cancelled, InputError
 from nstdiff.executor import stylize
 from nstdiff.losses import GramStyleLoss, gram_matrix

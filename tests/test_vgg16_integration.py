@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from nstdiff import ImageStyleRequest, stylize
-from nstdiff.cli import EXAMPLES
+from nstdiff.commands.stylize import EXAMPLES
 from nstdiff.settings import reload_settings
 
 

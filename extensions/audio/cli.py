@@ -27,7 +27,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nstdiff.cli import run_request
+    from nstdiff.commands.jobs import run_request
 
     values = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     request = AudioStyleRequest(content=args.content, style=args.style, **values)

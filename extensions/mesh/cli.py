@@ -29,7 +29,7 @@ def add_command(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nstdiff.cli import run_request
+    from nstdiff.commands.jobs import run_request
 
     request = MeshStyleRequest(
         model=args.model, style=args.style, mode=args.mode, views=args.views, view_size=args.view_size,

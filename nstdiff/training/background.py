@@ -37,7 +37,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 def command_line(config: BaseModel, command: tuple[str, ...] = ("lora", "train")) -> list[str]:
     """`nstdiff lora train …` (or another training `command`) with every field of `config` as its flag."""
-    args = [sys.executable, "-m", "nstdiff.cli", *command, "--quiet"]
+    args = [sys.executable, "-m", "nstdiff", *command, "--quiet"]
     for name, value in config.model_dump(mode="json").items():
         if value is None:
             continue

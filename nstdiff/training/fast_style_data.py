@@ -185,18 +185,6 @@ def delete_network(name: str, settings: Settings | None = None) -> None:
     shutil.rmtree(folder)
 
 
-def library_table(settings: Settings | None = None) -> str:
-    """The library as `nstdiff fast list` prints it."""
-    rows = [f"{'name':24} {'painting':28} {'steps':>6} {'px':>5} {'style':>7} {'content':>7}  created"]
-    for info in list_networks(settings):
-        losses = [f"{x:7.3g}" if x is not None else f"{'-':>7}" for x in (info.style_loss, info.content_loss)]
-        rows.append(f"{info.name:24} {info.painting[:28]:28} {info.steps:>6} {info.resolution:>5} {' '.join(losses)}  "
-                    f"{info.created}")
-    if len(rows) == 1:
-        rows.append("(empty: `nstdiff fast train --name NAME --style PAINTING --images PHOTOS`)")
-    return "\n".join(rows)
-
-
 # ---- background jobs (the app) ----
 
 def start_training(config: FastStyleTraining, settings: Settings | None = None) -> LoraState:

@@ -1,5 +1,4 @@
-"""`nstdiff library list | add | remove | match`: the style library from the command line (added to the parser the
-way an extension's command is: `add_command(commands)` sets the handler)."""
+"""`nstdiff library list | add | remove | match`: the style library, public-domain paintings and your own."""
 from __future__ import annotations
 
 import argparse
