@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "handler"):  # an extension's command
             return args.handler(args)
     except ValidationError as exc:
-        from nstdiff.registry import format_validation_error
+        from nstdiff.errors import format_validation_error
 
         print(f"error: {format_validation_error(exc)}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ def app(isolated_settings, uploads, monkeypatch):
     """The app; `app.before_run(request)` is called before each executor run."""
     from ui.app import App
 
-    monkeypatch.setattr("nstdiff.executor.PREVIEW_EVERY", 0.0)  # a preview every step: a short run shows several
+    monkeypatch.setattr("nstdiff.context.PREVIEW_EVERY", 0.0)  # a preview every step: a short run shows several
     app = App(settings=isolated_settings)
     app.before_run, run = (lambda request: None), app.executor.run
 

@@ -255,7 +255,7 @@ def test_download_and_hugging_face_cache_branches_of_the_resolver(diffusion_mode
     for (the repo, only the files it needs) and what it does with the answer."""
     import huggingface_hub
 
-    from nstdiff.diffusion.hub import resolve_repo
+    from nstdiff.models.diffusion_hub import resolve_repo
     from nstdiff.models import model_status
 
     calls = []
@@ -342,11 +342,11 @@ def test_routing_explains_what_it_cannot_do(models, images, monkeypatch):
 
     from nstdiff import routing
 
-    monkeypatch.setattr("nstdiff.executor.pick_device", lambda setting: torch.device("cuda"))
+    monkeypatch.setattr("nstdiff.context.pick_device", lambda setting: torch.device("cuda"))
     assert routing.reference_ready("sd-turbo", reload_settings()) == (False, "sd-turbo has no IP-Adapter in the "
                                                                              "catalogue")
     assert routing.reference_ready("/some/folder", reload_settings())[0] is False
-    monkeypatch.setattr("nstdiff.executor.pick_device", lambda setting: torch.device("cpu"))
+    monkeypatch.setattr("nstdiff.context.pick_device", lambda setting: torch.device("cpu"))
     with pytest.raises(InputError, match=r"a style image with diffusion options \(preset\) needs diffusion-reference"):
         stylize(ImageStyleRequest(content=images["content"], styles=[images["red"]], size=32,
                                   options={"preset": "ukiyo-e"}))

@@ -5,11 +5,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nstdiff.diffusion.catalogue import Family
-from nstdiff.diffusion.hub import load_variant, resolve_repo
+from nstdiff.context import RunContext
 from nstdiff.diffusion.pipelines import LoadedModel, offloads, pick_dtype
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
+from nstdiff.models.diffusion_catalogue import Family
+from nstdiff.models.diffusion_hub import load_variant, resolve_repo
 
 
 def load_controlnet(model: LoadedModel, structure: str, context: RunContext):

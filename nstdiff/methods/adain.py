@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nstdiff.executor import RunContext
+from nstdiff.context import RunContext
 from nstdiff.losses import FeatureContentLoss, total_variation
 from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, autocast_dtype, encoder_profile,
                                   inference_bytes, optimising_run_bytes)

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel
 
+from nstdiff.context import RunContext
 from nstdiff.controls import color
 from nstdiff.controls.masks import RegionMasks, load_region_masks
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
 from nstdiff.imageio import load_image, resize_long_side
 from nstdiff.models.encoders import BLOCKS, ENCODERS, WIDTHS, layer_names
 from nstdiff.pyramid import level_steps, pyramid_sizes

@@ -18,14 +18,16 @@ from typing import Literal
 from PIL import Image
 from pydantic import Field
 
-from nstdiff.diffusion.method import DiffusionMethod, DiffusionOptions, Prompting, Schedule
-from nstdiff.diffusion.catalogue import load_catalogue
-from nstdiff.diffusion.hub import resolve_repo
+from nstdiff.context import RunContext
 from nstdiff.diffusion.pipelines import LoadedModel, set_ip_adapter
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob, to_image
+from nstdiff.methods.diffusion_base import DiffusionMethod
+from nstdiff.methods.diffusion_options import DiffusionOptions, Prompting, Schedule
+from nstdiff.models.diffusion_catalogue import load_catalogue
+from nstdiff.models.diffusion_hub import resolve_repo
 from nstdiff.registry import Capabilities, register_method
+from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings
 
 
@@ -63,6 +65,11 @@ class DiffusionReferenceMethod(DiffusionMethod):
     capabilities = Capabilities(color_controls=True, needs_gpu=True, prompt="optional")
     default_prompt = "best quality, high quality"
 
+    def check_request(self, request: ImageStyleRequest) -> None:
+        super().check_request(request)
+        if len(request.styles) != 1:
+            raise InputError("diffusion-reference takes one style image; blend several with gram or adain")
+
     def required_models(self, options: ReferenceOptions, settings: Settings) -> list[str]:
         needed = super().required_models(options, settings)
         family = load_catalogue().families.get(needed[0])
@@ -70,8 +77,6 @@ class DiffusionReferenceMethod(DiffusionMethod):
 
     def generate(self, model: LoadedModel, job: ImageJob, options: ReferenceOptions, prompting: Prompting,
                  schedule: Schedule, size: tuple[int, int], context: RunContext) -> Image.Image:
-        if len(job.styles) != 1:
-            raise InputError("diffusion-reference takes one style image; blend several with gram or adain")
         self.load_ip_adapter(model, context)
         model.pipeline.set_ip_adapter_scale(instantstyle_scale(model, options.mode, options.reference_scale))
         reference = to_image(job.styles[0])

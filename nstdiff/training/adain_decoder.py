@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from safetensors import safe_open
 
+from nstdiff.context import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.errors import Cancelled, InputError
-from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.imageio import load_image
 from nstdiff.methods.adain import DECODER_LAYER, adain, mean_std
 from nstdiff.methods.base import to_tensor

@@ -28,17 +28,18 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 from safetensors import safe_open
 
-import nstdiff
-from nstdiff.diffusion.catalogue import load_catalogue
-from nstdiff.diffusion.hub import TRANSFORMERS_WEIGHTS, check_pipeline_folder, resolve_repo
+from nstdiff.context import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.diffusion.pipelines import open_pipeline
 from nstdiff.errors import Cancelled, InputError, ModelFileError
-from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.imageio import atomic_write, load_image, save_png
+from nstdiff.loras import lora_folder
+from nstdiff.models.diffusion_catalogue import load_catalogue
+from nstdiff.models.diffusion_hub import TRANSFORMERS_WEIGHTS, check_pipeline_folder, resolve_repo
 from nstdiff.models.weights import save_tensors
 from nstdiff.settings import Settings, get_settings
 from nstdiff.training.lora_data import (LORA_FORMAT, RESUME_FIELDS, DatasetReport, LoraState, LoraTraining,
-                                        inspect_dataset, lora_folder, read_state, with_trigger)
+                                        inspect_dataset, read_state, with_trigger)
+from nstdiff.version import __version__
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 MAX_GRAD_NORM = 1.0
@@ -409,7 +410,7 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
                 "architecture": "sdxl" if cache.xl else "sd", "trigger": config.trigger_word,
                 "rank": str(config.rank), "steps": str(config.steps), "dataset_size": str(report.count),
                 "resolution": str(config.resolution), "captions": config.captions,
-                "learning_rate": str(config.learning_rate), "version": nstdiff.__version__}
+                "learning_rate": str(config.learning_rate), "version": __version__}
     alphas = scheduler.alphas_cumprod.to(device)
     target_kind = scheduler.config.prediction_type
     sample_generator_seed = config.seed

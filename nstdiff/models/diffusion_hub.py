@@ -14,8 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from nstdiff.diffusion.catalogue import Variant, load_catalogue
 from nstdiff.errors import ModelFileError, ModelNotFoundError
+from nstdiff.models.diffusion_catalogue import Variant, load_catalogue
 from nstdiff.models.resolver import Message, ModelEntry, fetch_model, model_file, model_status, register_model
 from nstdiff.settings import Settings, get_settings
 
