@@ -34,10 +34,12 @@ from nstdiff.models.encoders import load_encoder
 from nstdiff.models.magenta import load_magenta, style_vector
 from nstdiff.models.weights import save_safetensors
 from nstdiff.settings import Settings, get_settings
-from nstdiff.training.adain_decoder import CropSampler, load_checkpoint, save_checkpoint, start_loss_log
+from nstdiff.training.adain_decoder import CropSampler
+from nstdiff.training.checkpoints import KEEP_CHECKPOINTS, load_checkpoint, save_checkpoint
 from nstdiff.training.fast_style_data import (META_FILE, NETWORK_FILE, FastStyleTraining, checkpoints,
                                               network_folder, resume_point, training_photos)
-from nstdiff.training.lora import KEEP_CHECKPOINTS, StateFile, autocast_precision, draw_loss_curve, read_losses
+from nstdiff.training.lora import autocast_precision
+from nstdiff.training.run_files import StateFile, draw_loss_curve, read_losses, start_loss_log
 from nstdiff.version import __version__
 
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
