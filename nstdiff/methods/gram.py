@@ -17,8 +17,8 @@ from nstdiff.errors import InputError
 from nstdiff.imageio import load_image
 from nstdiff.losses import (STYLE_LAYER_WEIGHTS, STYLE_LAYERS, FeatureContentLoss, GramStyleLoss, gram_matrix,
                             strength_weights, total_variation)
-from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, autocast_dtype, encoder_profile,
-                                  optimising_run_bytes, to_tensor)
+from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, autocast_dtype, to_tensor
+from nstdiff.methods.footprint import Footprint, encoder_profile, optimising_run_bytes
 from nstdiff.models.encoders import choose_encoder
 from nstdiff.optimise import optimise_image
 from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
@@ -26,7 +26,7 @@ from nstdiff.registry import Capabilities, get_method, register_method
 from nstdiff.schema import Frozen, ImageRef, ImageStyleRequest
 from nstdiff.settings import Settings
 
-# Memory (methods/base.py): autograd keeps ≈ ACTIVATION_FACTOR × the encoder's activations. Peak RSS growth in MB of a
+# Memory (footprint.py): autograd keeps ≈ ACTIVATION_FACTOR × the encoder's activations. Peak RSS growth in MB of a
 # run in a fresh process (CPU, 2 threads; photo.jpg 256², painting.jpg 384×240; default steps) at a long side of
 #   px:                  128   256   384   512   768  1536
 #   gram random          227   350   568   637  1144  3048
