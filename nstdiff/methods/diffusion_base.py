@@ -20,7 +20,7 @@ from nstdiff.diffusion.structure import load_controlnet, structure_image
 from nstdiff.errors import InputError
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_image, to_tensor
 from nstdiff.methods.diffusion_options import MIN_STRENGTH, DiffusionOptions, Prompting, Schedule
-from nstdiff.models.diffusion_catalogue import load_catalogue
+from nstdiff.models.diffusion_catalogue import Family, load_catalogue
 from nstdiff.models.diffusion_hub import require, resolve_repo
 from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings
@@ -42,11 +42,14 @@ class DiffusionMethod(ImageMethod):
     # -- the shared run ------------------------------------------------------------------------------------------
 
     def execute(self, request: Any, context: RunContext) -> Any:
-        # a missing model part or a misspelt or damaged LoRA is reported now, not after minutes of loading the model
-        # and the images (or of a chain's classic stage)
+        # options a catalogue family cannot honour, a missing model part or a misspelt or damaged LoRA are reported
+        # now, not after minutes of loading the model and the images (or of a chain's classic stage)
         from nstdiff.loras import get_lora
 
         options = self.parse_options(request.options)
+        family = load_catalogue().families.get(options.model or context.settings.diffusion_family)
+        if family is not None:
+            self.check_family(options, family)
         for use in options.loras:
             get_lora(use.name, context.settings)
         for ref in self.required_models(options, context.settings):
@@ -59,6 +62,15 @@ class DiffusionMethod(ImageMethod):
         if options.structure != "none" and request.content is None:
             raise InputError("structure guidance keeps the structure of a content image; add one or set structure "
                              "to none")
+
+    def check_family(self, options: DiffusionOptions, family: Family) -> None:
+        """Refuse options the model family cannot honour: before loading for a catalogue family, and once loaded for
+        a folder or repo id (whose family its architecture decides)."""
+        if options.structure != "none" and options.structure not in family.controlnet:
+            raise InputError(f"{family.title} has no '{options.structure}' ControlNet in the catalogue; use "
+                             f"{', '.join(family.controlnet) or 'structure none'}")
+        if options.fast and not family.turbo and family.lcm_lora is None:
+            raise InputError(f"fast mode needs an LCM-LoRA for {family.title}; use a Turbo family instead")
 
     def required_models(self, options: DiffusionOptions, settings: Settings) -> list[str]:
         """What a run with `options` loads: the base, and the catalogue add-ons its options ask for."""
@@ -80,6 +92,7 @@ class DiffusionMethod(ImageMethod):
 
         def load_and_generate():
             model = PIPELINES.get(options.model, context.device, context.settings, context.message)
+            self.check_family(options, model.family)
             with model.lock:
                 self.check_prompt_length(model, prompting)
                 schedule = self.schedule(model, job, options, prompting.strength, context)
@@ -150,9 +163,7 @@ class DiffusionMethod(ImageMethod):
         wanted: list[tuple[str, float]] = []
         for use in options.loras:
             wanted.append((load_library_lora(model, use.name, context), use.weight))
-        if options.fast and not model.family.turbo:
-            if model.family.lcm_lora is None:
-                raise InputError(f"fast mode needs an LCM-LoRA for {model.family.title}; use a Turbo family instead")
+        if options.fast and not model.family.turbo:  # (a family without LCM-LoRA: refused by `check_family`)
             if LCM_ADAPTER not in model.loras:
                 folder = resolve_repo(f"{model.family.name}-lcm-lora", context.settings, context.message)
                 pipe.load_lora_weights(folder, weight_name=model.family.lcm_lora.weight_name, adapter_name=LCM_ADAPTER)
