@@ -65,7 +65,8 @@ SETUPS = [("cpu", "auto"), ("cuda", "auto"), ("cuda", "fp32"), ("cuda", "bf16"),
 def loader_files(name: str, variant: str) -> set[str]:
     """The weight files nstdiff's loader opens for catalogue part `name`, as stored in `variant`."""
     from nstdiff.models.diffusion_catalogue import load_catalogue
-    from nstdiff.models.diffusion_hub import PIPELINE_WEIGHTS, catalogue_part, variant_file
+    from nstdiff.models.diffusion_files import PIPELINE_WEIGHTS, variant_file
+    from nstdiff.models.diffusion_hub import catalogue_part
 
     part = catalogue_part(name)
     if part.weights is None:  # a pipeline: the components of its architecture
@@ -137,7 +138,8 @@ def test_shared_parts_are_stored_once():
 @pytest.mark.parametrize("name", part_names())
 def test_a_part_is_ready_only_with_its_weights(name, tmp_path):
     from nstdiff.models.diffusion_catalogue import load_catalogue
-    from nstdiff.models.diffusion_hub import PIPELINE_WEIGHTS, catalogue_part
+    from nstdiff.models.diffusion_files import PIPELINE_WEIGHTS
+    from nstdiff.models.diffusion_hub import catalogue_part
 
     part = catalogue_part(name)
     folder = tmp_path / "part"

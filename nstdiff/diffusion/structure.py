@@ -8,7 +8,8 @@ from PIL import Image
 from nstdiff.context import RunContext
 from nstdiff.diffusion.pipelines import LoadedModel, offloads, pick_dtype
 from nstdiff.models.diffusion_catalogue import Family
-from nstdiff.models.diffusion_hub import load_variant, resolve_repo
+from nstdiff.models.diffusion_files import load_variant
+from nstdiff.models.diffusion_hub import resolve_repo
 
 
 def load_controlnet(model: LoadedModel, structure: str, context: RunContext):

@@ -11,7 +11,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from nstdiff.errors import InputError, ModelFileError
-from nstdiff.models.diffusion_hub import check_pipeline_folder
+from nstdiff.models.diffusion_files import check_pipeline_folder
 from nstdiff.models.weights import save_tensors
 from nstdiff.training.checkpoints import KEEP_CHECKPOINTS, optimizer_tensors, restore_optimizer
 from nstdiff.training.lora_data import RESUME_FIELDS, LoraTraining, read_state

@@ -12,7 +12,8 @@ from PIL import Image, ImageOps
 from nstdiff.diffusion.pipelines import open_pipeline
 from nstdiff.errors import InputError, ModelFileError
 from nstdiff.imageio import load_image
-from nstdiff.models.diffusion_hub import TRANSFORMERS_WEIGHTS, resolve_repo
+from nstdiff.models.diffusion_files import TRANSFORMERS_WEIGHTS
+from nstdiff.models.diffusion_hub import resolve_repo
 from nstdiff.settings import Settings
 from nstdiff.training.lora_data import DatasetReport, with_trigger
 
