@@ -47,7 +47,8 @@ from nstdiff import ImageStyleRequest, ProgressEvent, stylize
 from nstdiff.imageio import load_image, resize_long_side
 from nstdiff.methods.base import to_image, to_tensor
 from nstdiff.pyramid import level_steps, pyramid_sizes
-from nstdiff.models.encoders import VGGEncoder, load_encoder
+from nstdiff.models.encoders import load_encoder
+from nstdiff.models.vgg import VGGEncoder
 from nstdiff.settings import reload_settings
 
 REPO = Path(__file__).resolve().parents[1]

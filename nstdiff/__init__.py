@@ -9,11 +9,10 @@ from nstdiff.executor import CancelToken, InProcessExecutor, stylize
 from nstdiff.registry import get_method, list_methods, register_method
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, StyleImage, StyleResult
 from nstdiff.settings import Settings, get_settings
-
-__version__ = "0.1.0"
+from nstdiff.version import __version__
 
 __all__ = [
-    "CancelToken", "Cancelled", "Controls", "ImageStyleRequest", "InProcessExecutor", "InputError",
+    "__version__", "CancelToken", "Cancelled", "Controls", "ImageStyleRequest", "InProcessExecutor", "InputError",
     "ModelFileError", "ModelNotFoundError", "NstdiffError", "PreserveColor", "ProgressEvent", "Settings",
     "StyleImage", "StyleResult", "get_method", "get_settings", "list_methods", "register_method", "stylize",
 ]

@@ -5,6 +5,10 @@ Each message says what is wrong and what to do about it; none of them needs a st
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class NstdiffError(Exception):
@@ -52,3 +56,12 @@ class Cancelled(NstdiffError):
     def __init__(self, step: int = 0, total: int = 0):
         self.step, self.total = step, total
         super().__init__(f"cancelled at step {step}/{total}; nothing was written")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, `field: message`, without pydantic's URLs."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "value"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

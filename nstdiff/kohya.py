@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nstdiff.diffusion.catalogue import load_catalogue
 from nstdiff.imageio import atomic_write, check_writable
 from nstdiff.loras import LoraInfo, get_lora, read_header
+from nstdiff.models.diffusion_catalogue import load_catalogue
 from nstdiff.settings import Settings
 
 

@@ -19,12 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from nstdiff.diffusion.catalogue import load_catalogue
-from nstdiff.errors import InputError, ModelFileError
-from nstdiff.registry import format_validation_error
+from nstdiff.errors import InputError, ModelFileError, format_validation_error
+from nstdiff.models.diffusion_catalogue import load_catalogue
 from nstdiff.settings import Settings, get_settings
-from nstdiff.training.lora_data import LORAS_FOLDER, check_lora_name, newest_sample, own_metadata
 
+LORAS_FOLDER = "loras"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # the library's names: also the LoRA's adapter name in the UNet
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 LAYER_PAIRS = (("lora_A", "lora_B"), ("lora_down", "lora_up"))  # (down, up) key names: peft/diffusers, kohya
 
@@ -52,6 +52,17 @@ def library_root(settings: Settings | None = None) -> Path:
     return (settings or get_settings()).models_path / LORAS_FOLDER
 
 
+def check_lora_name(name: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, name or ""):  # fullmatch: `$` alone lets "name\n" through
+        raise InputError(f"{name!r} is not a usable LoRA name: use 1–64 lower-case letters, digits, '-' or '_', "
+                         "starting with a letter or digit")
+    return name
+
+
+def lora_folder(name: str, settings: Settings | None = None) -> Path:
+    return library_root(settings) / check_lora_name(name)
+
+
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """(tensor shapes by key, metadata) of a safetensors file, without loading tensors; a pickle is refused. Its
     messages name the file only (no folder: library paths are not the app user's business)."""
@@ -73,6 +84,22 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         raise ModelFileError(f"'{path.name}' holds no tensors")
     _check_layers(path, shapes, dtypes)
     return shapes, metadata
+
+
+def read_lora_metadata(path: Path) -> dict[str, str]:
+    """The `nstdiff.*` metadata of a LoRA file's safetensors header, without the prefix (empty for other LoRAs)."""
+    return own_metadata(read_header(path)[1])
+
+
+def own_metadata(header: dict[str, str]) -> dict[str, str]:
+    """nstdiff's keys of a safetensors header (`nstdiff.*`), without the prefix; other tools' keys are left out."""
+    return {key.removeprefix("nstdiff."): value for key, value in header.items() if key.startswith("nstdiff.")}
+
+
+def newest_sample(folder: Path) -> Path | None:
+    """The last sample image a training run of this LoRA folder wrote, if any."""
+    samples = sorted((Path(folder) / "samples").glob("*.png"))
+    return samples[-1] if samples else None
 
 
 def _check_layers(path: Path, shapes: dict[str, Any], dtypes: dict[str, str]) -> None:
@@ -240,7 +267,7 @@ def import_lora(file: Path, name: str, base: str, trigger: str | None = None,
 
 def base_cross_attention_dim(base: str, settings: Settings | None = None) -> int:
     """The base model's UNet cross-attention width: from its config on disk, else from the catalogue."""
-    from nstdiff.diffusion.hub import resolve_repo
+    from nstdiff.models.diffusion_hub import resolve_repo
     from nstdiff.errors import ModelNotFoundError
 
     settings = settings or get_settings()

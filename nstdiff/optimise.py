@@ -5,8 +5,8 @@ from typing import Callable, Literal
 
 import torch
 
+from nstdiff.context import RunContext
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
 
 Objective = Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 

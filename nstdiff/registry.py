@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from nstdiff.errors import InputError
+from nstdiff.errors import InputError, format_validation_error
 
 if TYPE_CHECKING:
-    from nstdiff.executor import RunContext
+    from nstdiff.context import RunContext
     from nstdiff.schema import MethodInfo
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,3 @@ def get_method(name: str) -> Method:
 def list_methods() -> list[Method]:
     _load_all()
     return [_METHODS[name] for name in sorted(_METHODS)]
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, `field: message`, without pydantic's URLs."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "value"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)

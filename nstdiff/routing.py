@@ -41,7 +41,8 @@ def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str, dic
                 return "diffusion-text", "method auto → diffusion-text (a text style, no style image)", {}
         from nstdiff.library.route import library_route
 
-        return library_route(request, settings, f"the painting '{chosen}' was chosen" if chosen else why_not)
+        return library_route(request, settings, f"the painting '{chosen}' was chosen" if chosen else why_not,
+                             classic_choice)
     ready, why_not = reference_ready(request.options.get("model") or settings.diffusion_family, settings)
     if ready:
         return "diffusion-reference", "method auto → diffusion-reference (a style image, a GPU and a ready model)", {}
@@ -83,8 +84,8 @@ def classic_choice(request: ImageStyleRequest, settings: Settings) -> tuple[str,
 def text_ready(model: str, settings: Settings) -> tuple[bool, str]:
     """Whether diffusion-text can run with `model` (a family, a folder or a repo id) without a download, and if not,
     why. A folder or a repository named outright counts as ready: the person asked for that model."""
-    from nstdiff.diffusion.catalogue import load_catalogue
-    from nstdiff.diffusion.hub import locally_available
+    from nstdiff.models.diffusion_catalogue import load_catalogue
+    from nstdiff.models.diffusion_hub import locally_available
 
     if model not in load_catalogue().families:
         return True, ""
@@ -95,12 +96,12 @@ def text_ready(model: str, settings: Settings) -> tuple[bool, str]:
 
 def reference_ready(family: str, settings: Settings) -> tuple[bool, str]:
     """Whether diffusion-reference can run now with `family` without a download, and if not, why."""
-    from nstdiff.executor import pick_device
+    from nstdiff.context import pick_device
 
     if pick_device(settings.device).type != "cuda":
         return False, "no GPU"
-    from nstdiff.diffusion.catalogue import load_catalogue
-    from nstdiff.diffusion.hub import locally_available
+    from nstdiff.models.diffusion_catalogue import load_catalogue
+    from nstdiff.models.diffusion_hub import locally_available
 
     known = load_catalogue().families.get(family)
     if known is None or known.ip_adapter is None:

@@ -18,6 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_valida
 MAX_STYLES = 8
 
 
+def parse_hex(color: str) -> tuple[int, int, int]:
+    """'#rrggbb' (the '#' optional) as RGB; a ValueError, which pydantic reports against the field, otherwise."""
+    text = color.strip().lstrip("#")
+    if len(text) != 6 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise ValueError(f"'{color}' is not a hex colour like #ff0000")
+    return tuple(int(text[i : i + 2], 16) for i in (0, 2, 4))
+
+
 def _describe_image(value: Any) -> str:
     if isinstance(value, Image.Image):
         return f"<image {value.width}x{value.height}>"
@@ -63,8 +71,6 @@ class Controls(Frozen):
     def _hex(cls, colors: list[str] | None) -> list[str] | None:
         if colors is None:
             return None
-        from nstdiff.controls.masks import parse_hex
-
         return ["#%02x%02x%02x" % parse_hex(c) for c in colors]  # one spelling, so duplicates are caught
 
 

@@ -125,8 +125,8 @@ def random_magenta(isolated_settings, monkeypatch):
     """Random weights where the converted model lives. A random MobileNet maps every image to nearly the same vector,
     so its forward is stood in for by a fixed projection of the image's mean colour: distinct paintings get distinct
     vectors, and the real transformer renders them."""
+    from nstdiff.models import model_file
     from nstdiff.models.magenta_nets import MagentaArbitrary, StylePredictor
-    from nstdiff.models.resolver import model_file
     from nstdiff.models.weights import save_safetensors
 
     projection = torch.randn(3, 100, generator=torch.Generator().manual_seed(1)) * 3

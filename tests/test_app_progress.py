@@ -20,7 +20,7 @@ API = SimpleNamespace(session_hash="api", request=None, headers={"x-gradio-user"
 @pytest.fixture
 def app(monkeypatch, hooked_app):
     """The app (`hooked_app`), making a preview every step: a short run shows several."""
-    monkeypatch.setattr("nstdiff.executor.PREVIEW_EVERY", 0.0)
+    monkeypatch.setattr("nstdiff.context.PREVIEW_EVERY", 0.0)
     return hooked_app
 
 

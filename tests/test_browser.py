@@ -117,7 +117,7 @@ WATCH_PREVIEWS = """() => {
 
 def test_live_preview_ctrl_enter_cancel_and_layout_in_the_browser(images, tmp_path, monkeypatch):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    monkeypatch.setattr("nstdiff.executor.PREVIEW_EVERY", 0.2)  # the server runs in this process
+    monkeypatch.setattr("nstdiff.context.PREVIEW_EVERY", 0.2)  # the server runs in this process
     settings = offline_settings(tmp_path)
     server, p, browser, page = open_app(playwright, settings)
     try:

@@ -255,7 +255,7 @@ def test_download_and_hugging_face_cache_branches_of_the_resolver(diffusion_mode
     for (the repo, only the files it needs) and what it does with the answer."""
     import huggingface_hub
 
-    from nstdiff.diffusion.hub import resolve_repo
+    from nstdiff.models.diffusion_hub import resolve_repo
     from nstdiff.models import model_status
 
     calls = []
@@ -342,11 +342,11 @@ def test_routing_explains_what_it_cannot_do(models, images, monkeypatch):
 
     from nstdiff import routing
 
-    monkeypatch.setattr("nstdiff.executor.pick_device", lambda setting: torch.device("cuda"))
+    monkeypatch.setattr("nstdiff.context.pick_device", lambda setting: torch.device("cuda"))
     assert routing.reference_ready("sd-turbo", reload_settings()) == (False, "sd-turbo has no IP-Adapter in the "
                                                                              "catalogue")
     assert routing.reference_ready("/some/folder", reload_settings())[0] is False
-    monkeypatch.setattr("nstdiff.executor.pick_device", lambda setting: torch.device("cpu"))
+    monkeypatch.setattr("nstdiff.context.pick_device", lambda setting: torch.device("cpu"))
     with pytest.raises(InputError, match=r"a style image with diffusion options \(preset\) needs diffusion-reference"):
         stylize(ImageStyleRequest(content=images["content"], styles=[images["red"]], size=32,
                                   options={"preset": "ukiyo-e"}))
@@ -365,3 +365,20 @@ def test_a_folder_model_can_be_fetched_again(diffusion_models, tmp_path, monkeyp
     for _ in range(2):
         fetch_model("sd15", source=diffusion_models / "diffusion" / "sd15")
     assert model_status("sd15").ready
+
+
+@pytest.mark.parametrize("method, changes, message", [
+    ("diffusion-reference", {"options": {"model": "sd-turbo"}}, "has no IP-Adapter in the catalogue"),
+    ("diffusion-reference", {"options": {"model": "sd15", "reference_content": "a house"}}, "needs an SDXL-family"),
+    ("diffusion-reference", {"styles": ["content", "red"]}, "takes one style image"),
+    ("diffusion-text", {"content": None, "styles": [], "prompt": "ink", "options": {"structure": "canny"}},
+     "structure guidance keeps the structure of a content image"),
+])
+def test_requests_a_diffusion_method_cannot_honour_are_refused_before_any_model_is_looked_for(images, method,
+                                                                                               changes, message):
+    """Like diffusers' `check_inputs`: with no model on disk and downloads off, the request's own problem is what the
+    person hears about, not a missing model."""
+    data = {"method": method, "content": images["content"], "styles": [images["red"]], "size": 64, **changes}
+    data["styles"] = [images[name] if isinstance(name, str) else name for name in data["styles"]]
+    with pytest.raises(InputError, match=message):
+        stylize(ImageStyleRequest(**data))

@@ -64,8 +64,9 @@ SETUPS = [("cpu", "auto"), ("cuda", "auto"), ("cuda", "fp32"), ("cuda", "bf16"),
 
 def loader_files(name: str, variant: str) -> set[str]:
     """The weight files nstdiff's loader opens for catalogue part `name`, as stored in `variant`."""
-    from nstdiff.diffusion.catalogue import load_catalogue
-    from nstdiff.diffusion.hub import PIPELINE_WEIGHTS, catalogue_part, variant_file
+    from nstdiff.models.diffusion_catalogue import load_catalogue
+    from nstdiff.models.diffusion_files import PIPELINE_WEIGHTS, variant_file
+    from nstdiff.models.diffusion_hub import catalogue_part
 
     part = catalogue_part(name)
     if part.weights is None:  # a pipeline: the components of its architecture
@@ -79,9 +80,9 @@ def loader_files(name: str, variant: str) -> set[str]:
 
 
 def part_names() -> list[str]:
-    from nstdiff.diffusion import hub
+    from nstdiff.models import diffusion_hub
 
-    return sorted(hub._PARTS)
+    return sorted(diffusion_hub._PARTS)
 
 
 @pytest.mark.parametrize("device,dtype", SETUPS)
@@ -89,7 +90,7 @@ def part_names() -> list[str]:
 def test_downloads_select_every_file_the_loader_opens_and_no_pickle(name, device, dtype):
     from huggingface_hub.utils import filter_repo_objects
 
-    from nstdiff.diffusion.hub import catalogue_part, preferred_variant
+    from nstdiff.models.diffusion_hub import catalogue_part, preferred_variant
     from nstdiff.settings import Settings
 
     part = catalogue_part(name)
@@ -107,8 +108,8 @@ def test_downloads_select_every_file_the_loader_opens_and_no_pickle(name, device
 
 
 def test_the_catalogue_states_each_repositorys_variants_and_sizes_as_recorded():
-    from nstdiff.diffusion.catalogue import load_catalogue
-    from nstdiff.diffusion.hub import _PARTS
+    from nstdiff.models.diffusion_catalogue import load_catalogue
+    from nstdiff.models.diffusion_hub import _PARTS
 
     catalogue = load_catalogue()
     by_repo: dict[str, list[str]] = {}
@@ -136,8 +137,9 @@ def test_shared_parts_are_stored_once():
 
 @pytest.mark.parametrize("name", part_names())
 def test_a_part_is_ready_only_with_its_weights(name, tmp_path):
-    from nstdiff.diffusion.catalogue import load_catalogue
-    from nstdiff.diffusion.hub import PIPELINE_WEIGHTS, catalogue_part
+    from nstdiff.models.diffusion_catalogue import load_catalogue
+    from nstdiff.models.diffusion_files import PIPELINE_WEIGHTS
+    from nstdiff.models.diffusion_hub import catalogue_part
 
     part = catalogue_part(name)
     folder = tmp_path / "part"
@@ -165,7 +167,7 @@ def test_a_cache_with_fp16_files_only_loads_that_variant_and_a_partial_one_is_no
     import huggingface_hub
     from diffusers import DiffusionPipeline
 
-    from nstdiff.diffusion.hub import locally_available
+    from nstdiff.models.diffusion_hub import locally_available
     from nstdiff.diffusion.pipelines import PIPELINES
     from tests.tiny_diffusion import build_tiny_sd
 

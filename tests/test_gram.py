@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from nstdiff import Cancelled, ImageStyleRequest, InputError, stylize
-from nstdiff.methods.gram import strength_weights
+from nstdiff.losses import strength_weights
 from nstdiff.pyramid import level_steps, pyramid_sizes
 from tests.conftest import cancel_at, mean_rgb
 

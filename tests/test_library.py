@@ -219,7 +219,7 @@ def test_hub_failures_are_worded_by_kind():
     import httpx
     from huggingface_hub import errors
 
-    from nstdiff.diffusion.hub import hub_failure
+    from nstdiff.models.diffusion_hub import hub_failure
 
     response = httpx.Response(401, request=httpx.Request("GET", "https://huggingface.co"))
     assert "gated" in hub_failure(errors.GatedRepoError("gated\nmore", response=response))

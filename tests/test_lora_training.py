@@ -22,11 +22,11 @@ from safetensors import safe_open
 
 import nstdiff
 from nstdiff import Cancelled, InputError, ModelNotFoundError
+from nstdiff.loras import lora_folder, read_lora_metadata
 from nstdiff.settings import Settings, reload_settings
 from nstdiff.training import lora_data
 from nstdiff.training.lora import train_lora
-from nstdiff.training.lora_data import (LORA_FORMAT, LoraTraining, inspect_dataset, lora_folder, read_lora_metadata,
-                                        read_state)
+from nstdiff.training.lora_data import LORA_FORMAT, LoraTraining, inspect_dataset, read_state
 from tests.conftest import cancel_at, stripes
 from tests.tiny_diffusion import build_tiny_sd
 

@@ -10,8 +10,9 @@ import torch
 
 from nstdiff import ModelFileError, ModelNotFoundError
 from nstdiff.models import fetch_model, list_models, model_status, resolve_model
+from nstdiff.models.encoders import _hed_h5_to_safetensors, choose_encoder, load_encoder
+from nstdiff.models.vgg import BLOCKS, WIDTHS, VGGEncoder
 from nstdiff.models.weights import save_safetensors
-from nstdiff.models.encoders import BLOCKS, WIDTHS, VGGEncoder, _hed_h5_to_safetensors, choose_encoder, load_encoder
 
 
 def test_nothing_is_ready_in_an_empty_cache(isolated_settings):

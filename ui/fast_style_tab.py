@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 from pydantic import ValidationError
 
-from nstdiff.errors import NstdiffError
-from nstdiff.registry import format_validation_error
+from nstdiff.errors import NstdiffError, format_validation_error
 from nstdiff.schema import Controls, ImageStyleRequest
 from nstdiff.training.fast_style_data import (FastStyleTraining, check_network_name, delete_network, list_networks,
                                               start_training, training_files, training_states)

@@ -11,8 +11,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
-from nstdiff.errors import InputError
-from nstdiff.registry import format_validation_error
+from nstdiff.errors import InputError, format_validation_error
 from nstdiff.schema import Controls, ImageStyleRequest, MethodInfo
 
 ENCODERS = ["auto", "vgg19", "vgg16", "vgg19-normalised", "random"]

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from nstdiff.errors import NstdiffError
-from nstdiff.loras import list_loras
-from nstdiff.training.lora_data import check_lora_name
+from nstdiff.loras import check_lora_name, list_loras
 from ui.files import offer, uploaded
 from ui import readiness
 from ui.fast_style_tab import build_fast_style_section

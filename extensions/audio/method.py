@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from extensions.audio.audioio import Clip, fit_length, read_clip
-from extensions.audio.schema import METHOD_NAME, AudioResult, AudioStyleRequest
+from extensions.audio.result import AudioResult
+from extensions.audio.schema import METHOD_NAME, AudioStyleRequest
 from extensions.audio.spectral import RandomFilterBank, SpectralStyleLoss, log_magnitude
+from nstdiff.context import RunContext
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
 from nstdiff.registry import Capabilities, Method, register_method
 
 WAVEFORM_LEARNING_RATE = 0.03  # per-sample Adam step on a clip normalised to peak 0.9

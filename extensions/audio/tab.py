@@ -8,8 +8,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from extensions.audio.schema import MAX_SECONDS, AudioStyleRequest
-from nstdiff.errors import NstdiffError
-from nstdiff.registry import format_validation_error
+from nstdiff.errors import NstdiffError, format_validation_error
 from ui.files import uploaded
 from ui.forms import bounds
 

@@ -28,12 +28,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from nstdiff.context import RunContext
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
 from nstdiff.imageio import load_image, resize_long_side
-from nstdiff.losses import STYLE_LAYERS, FeatureContentLoss, GramStyleLoss, gram_matrix
+from nstdiff.losses import STYLE_LAYERS, FeatureContentLoss, GramStyleLoss, gram_matrix, strength_weights
 from nstdiff.methods.base import to_tensor
-from nstdiff.methods.gram import strength_weights
 from nstdiff.registry import Capabilities, Method, register_method
 from extensions.mesh.bake import Texels, atlas_uv_of, coverage, pad, seam_jump, texels
 from extensions.mesh.raster import Camera, Fragments, cameras

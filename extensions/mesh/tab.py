@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 from pydantic import ValidationError
 
-from nstdiff.errors import InputError, NstdiffError
-from nstdiff.registry import format_validation_error
+from nstdiff.errors import InputError, NstdiffError, format_validation_error
 from extensions.mesh.schema import MODEL_SUFFIXES, MeshStyleRequest
 from ui.files import uploaded
 

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from nstdiff.commands import adain, fast, library, lora, methods, models, presets, serve, stylize
 from nstdiff.commands.flags import CommandParser
 from nstdiff.errors import Cancelled, NstdiffError
-from nstdiff.registry import COMMANDS_GROUP, format_validation_error, plugins
+from nstdiff.errors import format_validation_error
+from nstdiff.registry import COMMANDS_GROUP, plugins
 
 GROUPS = (stylize, serve, adain, lora, fast, methods, presets, models, library)  # in the order --help lists them
 

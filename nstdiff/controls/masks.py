@@ -16,19 +16,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nstdiff.errors import InputError
+from nstdiff.schema import parse_hex
 
 DEFAULT_COLORS = ("#ffffff", "#ff0000", "#00ff00", "#0000ff", "#ffff00", "#ff00ff", "#00ffff", "#ff8000")
 KEEP_COLOR = "#000000"
 SNAP_DISTANCE = 80.0  # RGB distance under which a pixel counts as a palette colour
 MAX_UNKNOWN_FRACTION = 0.01
 CHUNK = 1 << 20
-
-
-def parse_hex(color: str) -> tuple[int, int, int]:
-    text = color.strip().lstrip("#")
-    if len(text) != 6 or any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise ValueError(f"'{color}' is not a hex colour like #ff0000")
-    return tuple(int(text[i : i + 2], 16) for i in (0, 2, 4))
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,11 @@ from typing import Any, Callable
 
 import torch
 
-from nstdiff.diffusion.catalogue import Family, load_catalogue
-from nstdiff.diffusion.hub import check_pipeline_folder, load_variant, locally_available, resolve_repo
 from nstdiff.errors import InputError, ModelFileError
 from nstdiff.memory import total_memory
+from nstdiff.models.diffusion_catalogue import Family, load_catalogue
+from nstdiff.models.diffusion_files import check_pipeline_folder, load_variant
+from nstdiff.models.diffusion_hub import locally_available, resolve_repo
 from nstdiff.settings import Settings
 
 log = logging.getLogger(__name__)

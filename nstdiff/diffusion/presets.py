@@ -20,9 +20,8 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 
-from nstdiff.diffusion.catalogue import Strict
-from nstdiff.errors import InputError
-from nstdiff.registry import format_validation_error
+from nstdiff.errors import InputError, format_validation_error
+from nstdiff.models.diffusion_catalogue import Strict
 from nstdiff.settings import Settings, get_settings
 
 DEFAULT_SUBJECT = "a picture"

@@ -89,7 +89,7 @@ class Readiness:
 
 def has_gpu(settings: Settings) -> bool:
     from nstdiff.errors import InputError
-    from nstdiff.executor import pick_device
+    from nstdiff.context import pick_device
 
     try:
         return pick_device(settings.device).type == "cuda"
@@ -99,8 +99,8 @@ def has_gpu(settings: Settings) -> bool:
 
 def readiness(feature: str, family: str, settings: Settings | None = None) -> Readiness:
     """What `feature` (text, reference, lora, chain) needs of model family `family` here, and whether it is on disk."""
-    from nstdiff.diffusion.catalogue import load_catalogue
-    from nstdiff.diffusion.hub import catalogue_part, locally_available, preferred_variant
+    from nstdiff.models.diffusion_catalogue import load_catalogue
+    from nstdiff.models.diffusion_hub import catalogue_part, locally_available, preferred_variant
 
     settings = settings or get_settings()
     catalogue = load_catalogue()

@@ -5,21 +5,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nstdiff.diffusion.catalogue import Family
-from nstdiff.diffusion.hub import load_variant, resolve_repo
+from nstdiff.context import RunContext
 from nstdiff.diffusion.pipelines import LoadedModel, offloads, pick_dtype
-from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
+from nstdiff.models.diffusion_catalogue import Family
+from nstdiff.models.diffusion_files import load_variant
+from nstdiff.models.diffusion_hub import resolve_repo
 
 
 def load_controlnet(model: LoadedModel, structure: str, context: RunContext):
     """The ControlNet for `structure` (loaded once per model), or None."""
     if structure == "none":
         return None
-    family: Family = model.family
-    if structure not in family.controlnet:
-        raise InputError(f"{family.title} has no '{structure}' ControlNet in the catalogue; use "
-                         f"{', '.join(family.controlnet) or 'structure none'}")
+    family: Family = model.family  # it has a ControlNet for `structure`: the method's `check_family` saw to that
     cache = model.controlnets
     if structure not in cache:
         from diffusers import ControlNetModel

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from nstdiff.diffusion.catalogue import Strict
-from nstdiff.errors import InputError
-from nstdiff.registry import format_validation_error
+from nstdiff.errors import InputError, format_validation_error
+from nstdiff.models.diffusion_catalogue import Strict
 from nstdiff.settings import Settings, get_settings
 
 USER_FOLDER = "styles"  # under the models folder, beside the LoRAs and fast style networks

@@ -1,11 +1,11 @@
 """A style in words without a diffusion model: the words are matched to the style library and its best painting runs
-the classic way (`routing.classic_choice`: the feed-forward network, refined by Gram steps as `quality` says; Gram
-texture synthesis without a photo). The notes say which painting, why, and the next two; the result's parameters
-keep them under `library` (the executor puts them there: a request has no such field).
+the classic way (routing's `classic_choice`, passed in by it: the feed-forward network, refined by Gram steps as
+`quality` says; Gram texture synthesis without a photo). The notes say which painting, why, and the next two; the
+result's parameters keep them under `library` (the executor puts them there: a request has no such field).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from nstdiff.errors import InputError
 from nstdiff.library.catalogue import get_painting
@@ -15,12 +15,14 @@ from nstdiff.settings import Settings
 
 # options a text style may carry that mean nothing without diffusion and are left out without a word
 SILENT = frozenset({"model", "preset", "library"})
+# (method, options, steps, strength, note) for a classic run of a request with a photo, by its quality
+ClassicChoice = Callable[[ImageStyleRequest, Settings], tuple[str, dict[str, Any], int | None, float | None, str]]
 
 
-def library_route(request: ImageStyleRequest, settings: Settings, why_not: str) -> tuple[str, str, dict[str, Any]]:
+def library_route(request: ImageStyleRequest, settings: Settings, why_not: str,
+                  classic_choice: ClassicChoice) -> tuple[str, str, dict[str, Any]]:
     """(method, reason, request fields + "library") for a text style that diffusion cannot take (`why_not`)."""
     from nstdiff.registry import get_method
-    from nstdiff.routing import classic_choice
 
     options = dict(request.options)
     chosen = options.get("library")

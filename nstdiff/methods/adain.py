@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nstdiff.executor import RunContext
+from nstdiff.context import RunContext
 from nstdiff.losses import FeatureContentLoss, total_variation
-from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, autocast_dtype, encoder_profile,
-                                  inference_bytes, optimising_run_bytes)
+from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, autocast_dtype
+from nstdiff.methods.footprint import Footprint, encoder_profile, inference_bytes, optimising_run_bytes
 from nstdiff.models.decoders import AdaINDecoder, choose_decoder, decoder_on_disk, public_decoder_ready
-from nstdiff.models.encoders import VGGEncoder, choose_encoder
+from nstdiff.models.encoders import choose_encoder
+from nstdiff.models.vgg import VGGEncoder
 from nstdiff.optimise import optimise_image
 from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
 from nstdiff.registry import Capabilities, register_method
@@ -34,7 +35,7 @@ from nstdiff.schema import Frozen, ImageStyleRequest
 from nstdiff.settings import Settings
 
 DECODER_LAYER = "relu4_1"
-# Memory (methods/base.py): autograd keeps ≈ ACTIVATION_FACTOR × the encoder's activations. Peak RSS growth in MB of a
+# Memory (footprint.py): autograd keeps ≈ ACTIVATION_FACTOR × the encoder's activations. Peak RSS growth in MB of a
 # run in a fresh process (CPU, 2 threads; photo.jpg 256², painting.jpg 384×240; default steps) at a long side of
 #   px:                   128   256   384   512   768  1024  2048
 #   adain random          211   271   378   469   820              (optimisation variant)

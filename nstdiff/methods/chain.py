@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from nstdiff.diffusion.method import DiffusionOptions
-from nstdiff.executor import RunContext
-from nstdiff.methods.base import Footprint, ImageJob, TransferOutput
+from nstdiff.context import RunContext
+from nstdiff.methods.base import ImageJob, TransferOutput
+from nstdiff.methods.diffusion_options import DiffusionOptions
 from nstdiff.methods.diffusion_text import DiffusionTextMethod
+from nstdiff.methods.footprint import Footprint
 from nstdiff.registry import Capabilities, get_method, register_method
 from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings

@@ -18,14 +18,16 @@ from typing import Literal
 from PIL import Image
 from pydantic import Field
 
-from nstdiff.diffusion.method import DiffusionMethod, DiffusionOptions, Prompting, Schedule
-from nstdiff.diffusion.catalogue import load_catalogue
-from nstdiff.diffusion.hub import resolve_repo
+from nstdiff.context import RunContext
 from nstdiff.diffusion.pipelines import LoadedModel, set_ip_adapter
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob, to_image
+from nstdiff.methods.diffusion_base import DiffusionMethod
+from nstdiff.methods.diffusion_options import DiffusionOptions, Prompting, Schedule
+from nstdiff.models.diffusion_catalogue import Family, load_catalogue
+from nstdiff.models.diffusion_hub import resolve_repo
 from nstdiff.registry import Capabilities, register_method
+from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings
 
 
@@ -43,9 +45,8 @@ def instantstyle_scale(model: LoadedModel, mode: str, scale: float) -> float | d
     """The per-block IP-Adapter scales for `mode`, from the catalogue's InstantStyle block maps."""
     if mode == "full":
         return scale
-    blocks = model.family.instantstyle.get(mode)
-    if blocks is None:
-        raise InputError(f"{model.family.title} has no InstantStyle block map for '{mode}'; use mode full")
+    blocks = model.family.instantstyle[mode]  # (a family without this map: refused by `check_family`)
+
     def scaled(value):  # a number (a whole block, or the mid block), a list (one per transformer) or a dict
         if isinstance(value, dict):
             return {key: scaled(inner) for key, inner in value.items()}
@@ -63,6 +64,21 @@ class DiffusionReferenceMethod(DiffusionMethod):
     capabilities = Capabilities(color_controls=True, needs_gpu=True, prompt="optional")
     default_prompt = "best quality, high quality"
 
+    def check_request(self, request: ImageStyleRequest) -> None:
+        super().check_request(request)
+        if len(request.styles) != 1:
+            raise InputError("diffusion-reference takes one style image; blend several with gram or adain")
+
+    def check_family(self, options: ReferenceOptions, family: Family) -> None:
+        super().check_family(options, family)
+        if family.ip_adapter is None:
+            raise InputError(f"{family.title} has no IP-Adapter in the catalogue; use the sd15 or sdxl family")
+        if options.mode != "full" and options.mode not in family.instantstyle:
+            raise InputError(f"{family.title} has no InstantStyle block map for '{options.mode}'; use mode full")
+        if options.reference_content and family.architecture != "sdxl":
+            raise InputError("content-leak subtraction (reference_content) needs an SDXL-family model, whose text and "
+                             "image embeddings share one space; remove reference_content or use sdxl")
+
     def required_models(self, options: ReferenceOptions, settings: Settings) -> list[str]:
         needed = super().required_models(options, settings)
         family = load_catalogue().families.get(needed[0])
@@ -70,8 +86,6 @@ class DiffusionReferenceMethod(DiffusionMethod):
 
     def generate(self, model: LoadedModel, job: ImageJob, options: ReferenceOptions, prompting: Prompting,
                  schedule: Schedule, size: tuple[int, int], context: RunContext) -> Image.Image:
-        if len(job.styles) != 1:
-            raise InputError("diffusion-reference takes one style image; blend several with gram or adain")
         self.load_ip_adapter(model, context)
         model.pipeline.set_ip_adapter_scale(instantstyle_scale(model, options.mode, options.reference_scale))
         reference = to_image(job.styles[0])
@@ -87,10 +101,7 @@ class DiffusionReferenceMethod(DiffusionMethod):
         """[e_img − λ·e_text] in the layout diffusers takes as `ip_adapter_image_embeds` (zeros first under CFG)."""
         import torch
 
-        pipe = model.pipeline
-        if getattr(pipe, "text_encoder_2", None) is None:
-            raise InputError("content-leak subtraction (reference_content) needs an SDXL-family model, whose text and "
-                             "image embeddings share one space; remove reference_content or use sdxl")
+        pipe = model.pipeline  # an SDXL-family one: `check_family` refuses reference_content for the others
         with torch.no_grad():
             image_embeds, _ = pipe.encode_image(reference, context.device, 1)
             text_embeds = pipe.encode_prompt(options.reference_content, device=context.device,
@@ -105,9 +116,7 @@ class DiffusionReferenceMethod(DiffusionMethod):
 
     @staticmethod
     def load_ip_adapter(model: LoadedModel, context: RunContext) -> None:
-        spec = model.family.ip_adapter
-        if spec is None:
-            raise InputError(f"{model.family.title} has no IP-Adapter in the catalogue; use the sd15 or sdxl family")
+        spec = model.family.ip_adapter  # (a family without one: refused by `check_family`)
         name = f"{model.family.name}-ip-adapter"
         if model.ip_adapter == name:
             return

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from PIL import Image
 
-from nstdiff.diffusion.method import MIN_STRENGTH, DiffusionMethod, DiffusionOptions, Prompting, Schedule
+from nstdiff.context import RunContext
 from nstdiff.diffusion.pipelines import LoadedModel, set_ip_adapter
-from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob
+from nstdiff.methods.diffusion_base import DiffusionMethod
+from nstdiff.methods.diffusion_options import MIN_STRENGTH, DiffusionOptions, Prompting, Schedule
 from nstdiff.registry import Capabilities, register_method
 
 

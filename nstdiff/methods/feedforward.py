@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import torch
 
+from nstdiff.context import RunContext
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
-from nstdiff.methods.base import Footprint, ImageJob, ImageMethod, TransferOutput
+from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput
+from nstdiff.methods.footprint import Footprint
 from nstdiff.models.magenta_run import MIN_SIDE, NetworkOptions, network_dtype, render_peak_bytes, resample
 from nstdiff.registry import Capabilities, register_method
 from nstdiff.schema import ImageStyleRequest

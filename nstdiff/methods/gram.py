@@ -12,13 +12,13 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
+from nstdiff.context import RunContext
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
 from nstdiff.imageio import load_image
 from nstdiff.losses import (STYLE_LAYER_WEIGHTS, STYLE_LAYERS, FeatureContentLoss, GramStyleLoss, gram_matrix,
-                            total_variation)
-from nstdiff.methods.base import (Footprint, ImageJob, ImageMethod, TransferOutput, autocast_dtype, encoder_profile,
-                                  optimising_run_bytes, to_tensor)
+                            strength_weights, total_variation)
+from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, autocast_dtype, to_tensor
+from nstdiff.methods.footprint import Footprint, encoder_profile, optimising_run_bytes
 from nstdiff.models.encoders import choose_encoder
 from nstdiff.optimise import optimise_image
 from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
@@ -26,10 +26,7 @@ from nstdiff.registry import Capabilities, get_method, register_method
 from nstdiff.schema import Frozen, ImageRef, ImageStyleRequest
 from nstdiff.settings import Settings
 
-# strength s ∈ [0, 1] → style/content weight ratio 10^(RATIO_AT_ZERO + RATIO_SPAN·s); s = 0 is the content itself.
-# The default 0.7 gives ≈ 24: clearly painted yet recognisable (≈ 63 lost faces and objects at 256 px)
-RATIO_AT_ZERO, RATIO_SPAN = -1.0, 3.4
-# Memory (methods/base.py): autograd keeps ≈ ACTIVATION_FACTOR × the encoder's activations. Peak RSS growth in MB of a
+# Memory (footprint.py): autograd keeps ≈ ACTIVATION_FACTOR × the encoder's activations. Peak RSS growth in MB of a
 # run in a fresh process (CPU, 2 threads; photo.jpg 256², painting.jpg 384×240; default steps) at a long side of
 #   px:                  128   256   384   512   768  1536
 #   gram random          227   350   568   637  1144  3048
@@ -70,13 +67,6 @@ class GramOptions(Frozen):
         if weights is not None and (any(w < 0 for w in weights) or sum(weights) <= 0):
             raise ValueError("style layer weights must be ≥ 0 and not all 0")
         return weights
-
-
-def strength_weights(strength: float) -> tuple[float, float]:
-    """(content_weight, style_weight) for a strength in [0, 1]."""
-    if strength <= 0:
-        return 1.0, 0.0
-    return 1.0, 10 ** (RATIO_AT_ZERO + RATIO_SPAN * strength)
 
 
 @register_method

@@ -20,9 +20,10 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from nstdiff.errors import ModelFileError, ModelNotFoundError
-from nstdiff.models.encoders import ADAIN_RELEASE, WIDTHS, load_pinned_checkpoint, sequential_convs
+from nstdiff.models.encoders import ADAIN_RELEASE, load_pinned_checkpoint, sequential_convs
 from nstdiff.models.resolver import (Message, ModelEntry, ModelStatus, model_status, register_listing, register_model,
                                     resolve_model)
+from nstdiff.models.vgg import WIDTHS
 from nstdiff.models.weights import load_safetensors, load_tensors, save_safetensors
 from nstdiff.settings import Settings, get_settings
 

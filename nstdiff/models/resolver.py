@@ -3,6 +3,7 @@
 Order of search for a model: an explicit path → `<models_dir>/<name>/<file>` → fetch (only when downloads are
 allowed). Fetched files are checked by sha256 and converted once to safetensors; nothing here unpickles a file of
 unknown origin. A model that cannot be had raises `ModelNotFoundError` naming every place searched and the fix.
+The modules that define models register them here (`register_model`); `index` is the one that knows those modules.
 """
 from __future__ import annotations
 
@@ -68,17 +69,10 @@ def register_listing(listing: Callable[[Settings], list[ModelStatus]]) -> None:
 
 
 def _entry(name: str) -> ModelEntry:
-    _load_builtin_models()
     if name not in _MODELS:
         known = ", ".join(sorted(_MODELS))
         raise ModelNotFoundError(name, [], f"use one of: {known}", reason="unknown model name")
     return _MODELS[name]
-
-
-def _load_builtin_models() -> None:
-    import nstdiff.diffusion.hub  # noqa: F401  (registers the diffusion catalogue's parts)
-    import nstdiff.models.decoders  # noqa: F401  (registers the encoder and decoder weights)
-    import nstdiff.models.magenta  # noqa: F401  (registers the feed-forward style network)
 
 
 def model_file(name: str, settings: Settings | None = None) -> Path:
@@ -95,7 +89,6 @@ def model_status(name: str, settings: Settings | None = None) -> ModelStatus:
 
 
 def list_models(settings: Settings | None = None) -> list[ModelStatus]:
-    _load_builtin_models()
     settings = settings or get_settings()
     found = [status for listing in _LISTINGS for status in listing(settings)]
     return [model_status(name, settings) for name in sorted(_MODELS)] + found

@@ -18,18 +18,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from safetensors import safe_open
 
+from nstdiff.context import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.errors import Cancelled, InputError
-from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.imageio import load_image
 from nstdiff.methods.adain import DECODER_LAYER, adain, mean_std
 from nstdiff.methods.base import to_tensor
 from nstdiff.models.decoders import CHECKPOINT_SUFFIX, AdaINDecoder, decoder_path
 from nstdiff.models.encoders import load_encoder
-from nstdiff.models.weights import save_safetensors, save_tensors
+from nstdiff.models.weights import save_safetensors
 from nstdiff.schema import Frozen
 from nstdiff.settings import Settings, get_settings
+from nstdiff.training.checkpoints import load_checkpoint, save_checkpoint
+from nstdiff.training.run_files import start_loss_log
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -93,41 +94,6 @@ class CropSampler:
             crop = image[..., top:top + self.size, left:left + self.size]
             crops.append(crop.flip(-1) if self.rng.random() < 0.5 else crop)
         return torch.cat(crops)
-
-
-def save_checkpoint(path: Path, model, optimizer, step: int) -> None:
-    """`model`'s weights, the Adam(W) moments and the step in one safetensors file."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"adam.{index}.{key}"] = torch.as_tensor(value)
-    save_tensors(tensors, path, {"step": str(step)})  # a killed write leaves the previous checkpoint intact
-
-
-def load_checkpoint(path: Path, model, optimizer) -> int:
-    """Restore what `save_checkpoint` wrote; returns its step."""
-    with safe_open(str(path), framework="pt") as handle:
-        step = int(handle.metadata()["step"])
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state = optimizer.state_dict()
-    for key, value in tensors.items():
-        if key.startswith("adam."):
-            _, index, name = key.split(".", 2)
-            state["state"].setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict(state)
-    return step
-
-
-def start_loss_log(path: Path, start: int) -> None:
-    """Keep the rows up to `start`, the step training resumes after: the steps past the checkpoint are run again."""
-    header = ["step", "loss", "content", "style", "seconds"]
-    kept = []
-    if start and path.is_file():
-        with open(path, newline="") as old:
-            kept = [row for row in csv.reader(old) if row and row[0].isdigit() and int(row[0]) <= start]
-    with open(path, "w", newline="") as log_file:
-        csv.writer(log_file).writerows([header, *kept])
 
 
 def train_decoder(config: DecoderTraining, progress: ProgressCallback | None = None,

@@ -18,9 +18,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from nstdiff.errors import InputError
+from nstdiff.loras import LORAS_FOLDER, lora_folder, newest_sample
 from nstdiff.settings import Settings, get_settings
-from nstdiff.training.lora_data import (LORAS_FOLDER, LoraState, LoraTraining, inspect_dataset, lora_folder,
-                                        newest_sample, read_state)
+from nstdiff.training.lora_data import LoraState, LoraTraining, inspect_dataset, read_state
 
 
 _STARTING = threading.Lock()

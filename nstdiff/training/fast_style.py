@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-import nstdiff
-from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_device
+from nstdiff.context import CancelToken, ProgressCallback, RunContext, pick_device
 from nstdiff.imageio import load_image, resize_long_side, save_png
 from nstdiff.losses import FeatureContentLoss, GramStyleLoss, gram_matrix, total_variation
 from nstdiff.methods.base import to_image, to_tensor
@@ -35,10 +34,13 @@ from nstdiff.models.encoders import load_encoder
 from nstdiff.models.magenta import load_magenta, style_vector
 from nstdiff.models.weights import save_safetensors
 from nstdiff.settings import Settings, get_settings
-from nstdiff.training.adain_decoder import CropSampler, load_checkpoint, save_checkpoint, start_loss_log
+from nstdiff.training.adain_decoder import CropSampler
+from nstdiff.training.checkpoints import KEEP_CHECKPOINTS, load_checkpoint, save_checkpoint
 from nstdiff.training.fast_style_data import (META_FILE, NETWORK_FILE, FastStyleTraining, checkpoints,
                                               network_folder, resume_point, training_photos)
-from nstdiff.training.lora import KEEP_CHECKPOINTS, StateFile, autocast_precision, draw_loss_curve, read_losses
+from nstdiff.training.lora import autocast_precision
+from nstdiff.training.run_files import StateFile, draw_loss_curve, read_losses, start_loss_log
+from nstdiff.version import __version__
 
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 CONTENT_LAYERS = ("relu2_2",)
@@ -200,7 +202,7 @@ def _finish(config: FastStyleTraining, folder: Path, network: FastStyleNetwork, 
             "tv_weight": config.tv_weight, "learning_rate": config.learning_rate, "batch": config.batch,
             "style_loss": final.get("style"), "content_loss": final.get("content"),
             "seconds": rows[-1][2] if rows else None, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "version": nstdiff.__version__}
+            "version": __version__}
     save_safetensors(network, folder / NETWORK_FILE, {key: str(value) for key, value in meta.items()})
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
     draw_loss_curve([loss for _, loss, _ in rows], folder / "loss.png")

@@ -25,10 +25,11 @@ from pydantic import BaseModel, Field, field_validator
 
 from nstdiff.errors import InputError
 from nstdiff.imageio import load_image
+from nstdiff.loras import NAME_PATTERN
 from nstdiff.schema import Frozen
 from nstdiff.settings import Settings, get_settings
 from nstdiff.training.background import command_line, job_files, job_states, launch
-from nstdiff.training.lora_data import IMAGE_SUFFIXES, NAME_PATTERN, LoraState, read_state
+from nstdiff.training.lora_data import IMAGE_SUFFIXES, LoraState, read_state
 
 FAST_STYLES_FOLDER = "fast-styles"
 NETWORK_FILE, META_FILE = "network.safetensors", "meta.json"

@@ -8,42 +8,35 @@ B ∈ ℝ^{d_out×r}; only A and B are trained (α = r). The loss is the denoisi
 Latents (per image and horizontal flip) and text embeddings are computed once, so a step runs the UNet only.
 Runs on one device as is, on several with `accelerate launch`; checkpoints (LoRA + AdamW state, safetensors only)
 let an interrupted run resume exactly: every step's images, flips, timesteps and noise derive from (seed, step).
-The files a job writes are described in `nstdiff.training.lora_data`.
+The files a job writes are described in `nstdiff.training.lora_data` (and written by `lora_files`), its inputs
+prepared by `lora_inputs`; this module is the run and its step.
 """
 from __future__ import annotations
 
 import csv
-import json
-import os
-import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageOps
-from safetensors import safe_open
 
-import nstdiff
-from nstdiff.diffusion.catalogue import load_catalogue
-from nstdiff.diffusion.hub import TRANSFORMERS_WEIGHTS, check_pipeline_folder, resolve_repo
-from nstdiff.diffusion.pipelines import open_pipeline
-from nstdiff.errors import Cancelled, InputError, ModelFileError
-from nstdiff.executor import CancelToken, ProgressCallback, RunContext, pick_device
-from nstdiff.imageio import atomic_write, load_image, save_png
-from nstdiff.models.weights import save_tensors
+from nstdiff.context import CancelToken, ProgressCallback, RunContext, pick_device
+from nstdiff.errors import InputError
+from nstdiff.imageio import save_png
+from nstdiff.loras import lora_folder
+from nstdiff.models.diffusion_catalogue import load_catalogue
+from nstdiff.models.diffusion_hub import resolve_repo
 from nstdiff.settings import Settings, get_settings
-from nstdiff.training.lora_data import (LORA_FORMAT, RESUME_FIELDS, DatasetReport, LoraState, LoraTraining,
-                                        inspect_dataset, lora_folder, read_state, with_trigger)
+from nstdiff.training.lora_data import LORA_FORMAT, DatasetReport, LoraTraining, inspect_dataset
+from nstdiff.training.lora_files import (load_lora_checkpoint, pipeline_class_of, prepare_folder, save_lora_checkpoint,
+                                         write_lora)
+from nstdiff.training.lora_inputs import TrainingCache, caption_images, load_training_pipeline
+from nstdiff.training.run_files import StateFile, draw_loss_curve, read_losses, write_json
+from nstdiff.version import __version__
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 MAX_GRAD_NORM = 1.0
-KEEP_CHECKPOINTS = 2
-LORA_FILE, OPTIMIZER_FILE = "lora.safetensors", "optimizer.safetensors"
 
 
 @dataclass
@@ -56,280 +49,6 @@ class LoraReport:
     dataset: DatasetReport
     metadata: dict[str, str] = field(default_factory=dict)
 
-
-# ---- files ----
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
-
-
-class StateFile:
-    """`state.json`, rewritten atomically every step so another process can follow the job."""
-
-    def __init__(self, path: Path, steps: int, enabled: bool):
-        self.path, self.enabled = path, enabled
-        self.state = LoraState(status="running", steps=steps, pid=os.getpid())
-
-    def update(self, **values: Any) -> None:
-        if not self.enabled:
-            return
-        self.state = self.state.model_copy(update={**values, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        write_json(self.path, self.state.model_dump(mode="json"))
-
-    @contextmanager
-    def recording_the_end(self):
-        """A run that raises leaves the job cancelled (its message naming the checkpoint to resume from) or failed."""
-        try:
-            yield
-        except (Cancelled, KeyboardInterrupt) as exc:
-            self.update(status="cancelled")
-            if isinstance(exc, Cancelled):
-                kept = self.state.last_checkpoint
-                exc.args = (f"cancelled at step {exc.step}/{exc.total}; " + (
-                    f"{kept} is kept: run the same command again to resume from it" if kept else
-                    "no checkpoint was reached yet"),)
-            raise
-        except Exception as exc:
-            self.update(status="failed", error=str(exc)[:2000])
-            raise
-
-
-def _pipeline_class(folder: Path):
-    import diffusers
-
-    return getattr(diffusers, check_pipeline_folder(folder))
-
-
-def _write_lora(pipeline_class, unet, lora_config, path: Path, metadata: dict[str, str]) -> None:
-    """The UNet's LoRA in diffusers' format (`unet.….lora_A.weight`, adapter config in the header), written by the
-    pipeline's own `save_lora_weights`, then rewritten atomically with our `nstdiff.*` metadata added."""
-    from peft.utils import get_peft_model_state_dict
-
-    partial = path.with_name(path.name + ".dir")
-    shutil.rmtree(partial, ignore_errors=True)
-    pipeline_class.save_lora_weights(partial, unet_lora_layers=get_peft_model_state_dict(unet),
-                                     weight_name=path.name, unet_lora_adapter_metadata=lora_config.to_dict())
-    with safe_open(str(partial / path.name), framework="pt") as handle:
-        header = dict(handle.metadata() or {})
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    header.update({f"nstdiff.{key}": value for key, value in metadata.items()})
-    save_tensors(tensors, path, header)
-    shutil.rmtree(partial, ignore_errors=True)
-
-
-def _save_checkpoint(folder: Path, step: int, pipeline_class, unet, lora_config, optimizer,
-                     metadata: dict[str, str]) -> Path:
-    final = folder / "checkpoints" / f"step-{step:05d}"
-    partial = final.with_name(final.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    _write_lora(pipeline_class, unet, lora_config, partial / LORA_FILE, {**metadata, "steps": str(step)})
-    tensors = {}
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"adamw.{index}.{key}"] = torch.as_tensor(value)
-    save_tensors(tensors, partial / OPTIMIZER_FILE, {"step": str(step)})
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)  # a checkpoint folder without ".partial" is complete
-    for old in _checkpoints(folder)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _checkpoints(folder: Path) -> list[Path]:
-    found = [p for p in (folder / "checkpoints").glob("step-*") if p.is_dir() and not p.name.endswith(".partial")
-             and (p / OPTIMIZER_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def _load_checkpoint(checkpoint: Path, unet, optimizer) -> int:
-    from peft.utils import set_peft_model_state_dict
-
-    with safe_open(str(checkpoint / LORA_FILE), framework="pt") as handle:
-        lora = {key.removeprefix("unet."): handle.get_tensor(key) for key in handle.keys()}
-    result = set_peft_model_state_dict(unet, lora)
-    if getattr(result, "unexpected_keys", None):
-        raise ModelFileError(f"checkpoint '{checkpoint}' does not fit this model ({result.unexpected_keys[:2]}); "
-                             "train it again with --overwrite")
-    with safe_open(str(checkpoint / OPTIMIZER_FILE), framework="pt") as handle:
-        step = int(handle.metadata()["step"])
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    state = optimizer.state_dict()
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state["state"].setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict(state)
-    return step
-
-
-def draw_loss_curve(losses: list[float], path: Path, size: tuple[int, int] = (640, 320)) -> Path:
-    """The loss per step (grey) and its running mean over ~5 % of the steps (blue), drawn with PIL."""
-    width, height = size
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    left, right, top, bottom = 60, width - 15, 15, height - 30
-    draw.rectangle((left, top, right, bottom), outline=(120, 120, 120))
-    if losses:
-        low, high = min(losses), max(losses)
-        span = (high - low) or 1.0
-        window = max(1, len(losses) // 20)
-        smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
-                  for i in range(len(losses))]
-
-        def point(i: int, value: float) -> tuple[float, float]:
-            x = left + (right - left) * (i / max(1, len(losses) - 1))
-            return x, bottom - (bottom - top) * (value - low) / span
-
-        for series, colour in ((losses, (190, 190, 190)), (smooth, (30, 90, 200))):
-            points = [point(i, v) for i, v in enumerate(series)]
-            draw.line(points if len(points) > 1 else points * 2, fill=colour, width=2)
-        draw.text((4, top), f"{high:.3g}", fill="black")
-        draw.text((4, bottom - 10), f"{low:.3g}", fill="black")
-        draw.text((left, bottom + 8), "step 1", fill="black")
-        draw.text((right - 70, bottom + 8), f"step {len(losses)}", fill="black")
-    draw.text((width // 2 - 15, bottom + 8), "loss", fill="black")
-    return save_png(image, path)
-
-
-def read_losses(path: Path, up_to: int | None = None) -> list[tuple[int, float, float]]:
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            try:
-                step = int(row["step"])
-                rows.append((step, float(row["loss"]), float(row["seconds"])))
-            except (KeyError, TypeError, ValueError):  # a line cut by a kill
-                continue
-    return [r for r in rows if up_to is None or r[0] <= up_to]
-
-
-# ---- preparing a run ----
-
-def _prepare_folder(config: LoraTraining, folder: Path, main: bool) -> Path | None:
-    """Refuse a finished LoRA (unless overwrite), or find the checkpoint to resume; returns that checkpoint."""
-    weights = folder / f"{config.name}.safetensors"
-    state = read_state(folder)
-    if state and state.status == "running" and state.pid != os.getpid():
-        raise InputError(f"LoRA '{config.name}' is being trained right now by process {state.pid}; wait for it or "
-                         "stop it first")
-    if (weights.is_file() or (state and state.status == "finished")) and not config.overwrite:
-        raise InputError(f"a LoRA named '{config.name}' already exists in '{folder}'; pick another --name or "
-                         "pass --overwrite to replace it")
-    if config.overwrite and main and folder.exists():
-        shutil.rmtree(folder)
-    checkpoints = _checkpoints(folder)
-    if checkpoints:
-        try:
-            previous = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError):
-            previous = {}
-        current = config.resume_key()
-        differing = [name for name in RESUME_FIELDS if previous.get(name) != current.get(name)]
-        if differing:
-            details = ", ".join(f"{name} ({previous.get(name)!r} → {current.get(name)!r})" for name in differing)
-            raise InputError(f"LoRA '{config.name}' has an interrupted run with different settings: {details}. "
-                             "Use the same settings to resume it, or pass --overwrite to start again")
-        return checkpoints[-1]
-    if main and folder.exists():  # a run killed before its first checkpoint: start afresh
-        for leftover in ("loss.csv", "loss.png", "samples", "checkpoints"):
-            target = folder / leftover
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    return None
-
-
-def caption_images(paths: list[Path], captioner: str, trigger: str, device: torch.device, settings: Settings,
-                   message) -> list[str]:
-    """Captions from a BLIP captioning model (Li et al. 2022), resolved like every other model (offline: a clear
-    `ModelNotFoundError`); the trigger is prepended to each."""
-    folder = resolve_repo(captioner, settings, message, weights=TRANSFORMERS_WEIGHTS)
-    from transformers import BlipForConditionalGeneration, BlipProcessor
-
-    try:
-        processor = BlipProcessor.from_pretrained(folder)
-        model = BlipForConditionalGeneration.from_pretrained(folder, use_safetensors=True).to(device).eval()
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"could not load the captioning model in '{folder}': {exc}") from None
-    captions = []
-    with torch.no_grad():
-        for path in paths:
-            inputs = processor(images=load_image(path, "training", settings), return_tensors="pt").to(device)
-            text = processor.decode(model.generate(**inputs, max_new_tokens=30)[0], skip_special_tokens=True)
-            captions.append(with_trigger(" ".join(text.split()) or "a picture", trigger))
-            message(f"caption {path.name}: {captions[-1]}")
-    return captions
-
-
-def _square(image: Image.Image, side: int) -> Image.Image:
-    """Resize the shorter side to `side` and cut the centre square."""
-    return ImageOps.fit(image, (side, side), Image.Resampling.LANCZOS, centering=(0.5, 0.5))
-
-
-class _Cache:
-    """VAE latent distributions per image and flip, and text conditioning per caption, computed once."""
-
-    def __init__(self, pipe, report: DatasetReport, captions: list[str], resolution: int, device,
-                 settings: Settings):
-        self.xl = hasattr(pipe, "text_encoder_2")
-        means, stds = [], []
-        vae = pipe.vae
-        with torch.no_grad():
-            for item in report.images:
-                square = _square(load_image(item.path, "training", settings), resolution)
-                pixels = torch.from_numpy(np.array(square)).permute(2, 0, 1).float() / 127.5 - 1
-                pair = torch.stack([pixels, pixels.flip(-1)]).to(device, vae.dtype)
-                dist = vae.encode(pair).latent_dist
-                means.append(dist.mean.float())
-                stds.append(dist.std.float())
-            self.mean, self.std = torch.stack(means), torch.stack(stds)  # (images, 2 flips, C, h, w)
-            unique = sorted(set(captions))
-            encoded = {caption: self._encode(pipe, caption, device) for caption in unique}
-        self.caption_index = torch.tensor([unique.index(c) for c in captions], device=device)
-        self.embeds = torch.cat([encoded[c][0] for c in unique]).float()
-        self.pooled = torch.cat([encoded[c][1] for c in unique]).float() if self.xl else None
-        self.time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32,
-                                     device=device)
-        scaling = vae.config.scaling_factor
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        self.scale = lambda latents: (latents - shift) * scaling
-
-    @staticmethod
-    def _encode(pipe, caption: str, device):
-        if hasattr(pipe, "text_encoder_2"):
-            embeds, _, pooled, _ = pipe.encode_prompt(caption, device=device, num_images_per_prompt=1,
-                                                      do_classifier_free_guidance=False)
-            return embeds, pooled
-        embeds, _ = pipe.encode_prompt(caption, device, 1, False)
-        return embeds, None
-
-    def batch(self, images: torch.Tensor, flips: torch.Tensor, noise: torch.Tensor, device):
-        """Latents sampled from each cached distribution with the given noise, plus the UNet's conditioning."""
-        mean = self.mean[images, flips]
-        latents = self.scale(mean + self.std[images, flips] * noise)
-        captions = self.caption_index[images]
-        extra = {}
-        if self.xl:
-            extra["added_cond_kwargs"] = {"text_embeds": self.pooled[captions],
-                                          "time_ids": self.time_ids.repeat(len(images), 1)}
-        return latents, self.embeds[captions], extra
-
-
-def _load_pipeline(folder: Path, device: torch.device, weight_dtype: torch.dtype):
-    pipe = open_pipeline(folder, torch.float32)
-    if not hasattr(pipe, "unet") or not hasattr(pipe, "vae"):
-        raise InputError(f"'{folder}' is a {type(pipe).__name__}; LoRA training needs a Stable Diffusion (UNet) "
-                         "base such as sd15 or sdxl")
-    for part in ("vae", "text_encoder", "text_encoder_2", "unet"):
-        module = getattr(pipe, part, None)
-        if module is not None:
-            module.requires_grad_(False)
-            # the VAE stays fp32: SDXL's VAE overflows in fp16 (its latents are computed once anyway)
-            module.to(device, torch.float32 if part == "vae" else weight_dtype)
-    return pipe
-
-
-# ---- the run ----
 
 def autocast_precision(setting: str, device: torch.device) -> str:
     """The autocast precision for `setting` on `device`: auto is bf16 on GPUs that have it, else fp16, and none on
@@ -359,10 +78,10 @@ def train_lora(config: LoraTraining, progress: ProgressCallback | None = None, c
     report = inspect_dataset(config.images, config, settings)  # before any model loads or any file is touched
     for line in report.messages():
         context.message(line)
-    resume_from = _prepare_folder(config, folder, main) if main else None
+    resume_from = prepare_folder(config, folder, main) if main else None
     accelerator.wait_for_everyone()  # the main process has cleared or kept the folder; the others follow it
     if not main:
-        resume_from = _prepare_folder(config, folder, main)
+        resume_from = prepare_folder(config, folder, main)
     if main:
         (folder / "samples").mkdir(parents=True, exist_ok=True)
         write_json(folder / "config.json", config.resume_key())
@@ -386,11 +105,11 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
     else:
         captions = [i.caption or config.sample_prompt for i in report.images]
     base = resolve_repo(config.base, settings, context.message)
-    pipeline_class = _pipeline_class(base)
+    pipeline_class = pipeline_class_of(base)
     context.message(f"loading {config.base} …")
-    pipe = _load_pipeline(base, device, weight_dtype)
+    pipe = load_training_pipeline(base, device, weight_dtype)
     scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
-    cache = _Cache(pipe, report, captions, config.resolution, device, settings)
+    cache = TrainingCache(pipe, report, captions, config.resolution, device, settings)
     unet = pipe.unet
     lora_config = LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian",
                              target_modules=LORA_TARGETS)
@@ -401,7 +120,7 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
     if config.gradient_checkpointing if config.gradient_checkpointing is not None else device.type == "cuda":
         unet.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
-    start = _load_checkpoint(resume_from, unet, optimizer) if resume_from else 0
+    start = load_lora_checkpoint(resume_from, unet, optimizer) if resume_from else 0
     if start:
         context.message(f"resuming from step {start} ({resume_from.relative_to(folder)})")
     training_unet, optimizer = accelerator.prepare(unet, optimizer)
@@ -409,7 +128,7 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
                 "architecture": "sdxl" if cache.xl else "sd", "trigger": config.trigger_word,
                 "rank": str(config.rank), "steps": str(config.steps), "dataset_size": str(report.count),
                 "resolution": str(config.resolution), "captions": config.captions,
-                "learning_rate": str(config.learning_rate), "version": nstdiff.__version__}
+                "learning_rate": str(config.learning_rate), "version": __version__}
     alphas = scheduler.alphas_cumprod.to(device)
     target_kind = scheduler.config.prediction_type
     sample_generator_seed = config.seed
@@ -466,7 +185,7 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
             if writer:
                 writer.writerow([step, f"{step_loss:.6g}", f"{elapsed_before + time.perf_counter() - started:.3f}"])
             if main and step % config.checkpoint_every == 0 and step < config.steps:
-                checkpoint = _save_checkpoint(folder, step, pipeline_class, accelerator.unwrap_model(training_unet),
+                checkpoint = save_lora_checkpoint(folder, step, pipeline_class, accelerator.unwrap_model(training_unet),
                                               lora_config, optimizer, metadata)
                 last_checkpoint = str(checkpoint.relative_to(folder))
             if main and config.sample_every and (step % config.sample_every == 0 or step == config.steps):
@@ -481,7 +200,7 @@ def _train(config: LoraTraining, report: DatasetReport, folder: Path, resume_fro
     weights = folder / f"{config.name}.safetensors"
     if main:
         metadata["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        _write_lora(pipeline_class, accelerator.unwrap_model(training_unet), lora_config, weights, metadata)
+        write_lora(pipeline_class, accelerator.unwrap_model(training_unet), lora_config, weights, metadata)
         write_json(folder / "lora.json", {**metadata, "training": config.model_dump(mode="json")})
         draw_loss_curve([loss for _, loss, _ in read_losses(folder / "loss.csv")], folder / "loss.png")
         state.update(status="finished", step=config.steps, eta_seconds=0.0)

@@ -1,7 +1,7 @@
 """What a LoRA training job is given and what it leaves on disk, without torch: the app's Train tab and the LoRA
 library import this module to build configs, check a folder of images and follow a running job from another process.
 
-On-disk layout of one LoRA, `<models_path>/loras/<name>/`:
+What training leaves in a LoRA's folder (the library's `<models_path>/loras/<name>/`, see `nstdiff.loras`):
     <name>.safetensors       the final LoRA (diffusers format, `load_lora_weights(folder, weight_name=…)`), header
                              metadata `nstdiff.<key>` (see `METADATA_KEYS`)
     lora.json                the same metadata plus the training config
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -23,21 +22,20 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from nstdiff.diffusion.catalogue import load_catalogue
 from nstdiff.errors import InputError
 from nstdiff.imageio import load_image
+from nstdiff.loras import NAME_PATTERN
+from nstdiff.models.diffusion_catalogue import load_catalogue
 from nstdiff.schema import Frozen
 from nstdiff.settings import Settings, get_settings
 
 LORA_FORMAT = "nstdiff-lora-1"
-LORAS_FOLDER = "loras"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 MAX_IMAGES = 2000
 MIN_IMAGES = 2
 MAX_CAPTION_CHARS = 1000
 CAPTION_TEMPLATE = "a picture in the style of {trigger}"
 CAPTIONER_REPO = "Salesforce/blip-image-captioning-base"
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # the library's names: also the LoRA's adapter name in the UNet
 METADATA_KEYS = ("format", "name", "base", "architecture", "trigger", "rank", "steps", "dataset_size", "resolution",
                  "captions", "learning_rate", "created", "version")
 # Fields that change what is learnt: a run resumes only when these match the interrupted one.
@@ -249,17 +247,6 @@ class LoraState(BaseModel):
     updated: str | None = None
 
 
-def check_lora_name(name: str) -> str:
-    if not re.fullmatch(NAME_PATTERN, name or ""):  # fullmatch: `$` alone lets "name\n" through
-        raise InputError(f"{name!r} is not a usable LoRA name: use 1–64 lower-case letters, digits, '-' or '_', "
-                         "starting with a letter or digit")
-    return name
-
-
-def lora_folder(name: str, settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).models_path / LORAS_FOLDER / check_lora_name(name)
-
-
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -279,21 +266,3 @@ def read_state(folder: Path) -> LoraState | None:
     if state.status == "running" and state.pid and not _process_alive(state.pid):
         state.status = "interrupted"
     return state
-
-
-def read_lora_metadata(path: Path) -> dict[str, str]:
-    """The `nstdiff.*` metadata of a LoRA file's safetensors header, without the prefix (empty for other LoRAs)."""
-    from nstdiff.loras import read_header  # the library's reader: safetensors only, a pickle is refused unopened
-
-    return own_metadata(read_header(path)[1])
-
-
-def own_metadata(header: dict[str, str]) -> dict[str, str]:
-    """nstdiff's keys of a safetensors header (`nstdiff.*`), without the prefix; other tools' keys are left out."""
-    return {key.removeprefix("nstdiff."): value for key, value in header.items() if key.startswith("nstdiff.")}
-
-
-def newest_sample(folder: Path) -> Path | None:
-    """The last sample image a training run of this LoRA folder wrote, if any."""
-    samples = sorted((Path(folder) / "samples").glob("*.png"))
-    return samples[-1] if samples else None

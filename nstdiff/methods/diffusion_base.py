@@ -1,81 +1,32 @@
-"""What the diffusion methods share: options, prompt and preset resolution, the loaded pipeline and its add-ons,
-structure guidance, progress and cancellation per denoising step, and the final image at the requested size.
+"""What the diffusion methods share: prompt and preset resolution, the loaded pipeline and its add-ons, structure
+guidance, progress and cancellation per denoising step, and the final image at the requested size.
 
 A subclass says which pipeline call to make (`generate`); everything else, including the checks a person sees when
-an input is wrong, lives here once.
+an input is wrong, lives here once. The checks that need only the request run up front (`check_request`, like
+diffusers' `check_inputs`), before any model or image is loaded; their options are in `diffusion_options`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from PIL import Image
-from pydantic import Field, field_validator
 
-from nstdiff.diffusion.catalogue import load_catalogue
-from nstdiff.diffusion.hub import require, resolve_repo
+from nstdiff.context import RunContext
 from nstdiff.diffusion.pipelines import PIPELINES, LoadedModel, prepare, run_with_memory_retry
-from nstdiff.diffusion.presets import Preset, get_preset
+from nstdiff.diffusion.presets import get_preset
 from nstdiff.diffusion.structure import load_controlnet, structure_image
 from nstdiff.errors import InputError
-from nstdiff.executor import RunContext
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, to_image, to_tensor
-from nstdiff.schema import MAX_PROMPT_CHARS, Frozen
+from nstdiff.methods.diffusion_options import MIN_STRENGTH, DiffusionOptions, Prompting, Schedule
+from nstdiff.models.diffusion_catalogue import Family, load_catalogue
+from nstdiff.models.diffusion_hub import require, resolve_repo
+from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings
 
 LCM_ADAPTER = "lcm"
 LCM_STEPS, LCM_GUIDANCE = 4, 1.0  # LCM-LoRA's own recommendation: 2–8 steps, guidance 1–2
-MIN_STRENGTH = 0.05  # below this img2img keeps the photo as it is (not one denoising step's worth of change)
-
-
-class LoraWeight(Frozen):
-    name: str = Field(max_length=64)
-    weight: float = Field(1.0, ge=-2, le=2)
-
-
-class DiffusionOptions(Frozen):
-    model: str | None = Field(None, max_length=500, description="Family (sd15, sdxl, sd-turbo, sdxl-turbo), a Hugging "
-                              "Face repo id or a local folder; None = the diffusion_family setting.")
-    preset: str | None = Field(None, max_length=64, description="A style preset by name (see `nstdiff presets`).")
-    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="What the image should not "
-                                        "look like; None = the preset's.")
-    guidance: float | None = Field(None, ge=0, le=30, description="Classifier-free guidance; None = the model's.")
-    structure: Literal["none", "canny", "depth"] = Field("none", description="Keep the photo's structure with a "
-                                                         "ControlNet on its edges (canny) or depth.")
-    structure_scale: float = Field(0.8, ge=0, le=2, description="How strongly the structure is held.")
-    fast: bool = Field(False, description="1–4 steps: Turbo models' own schedule, or LCM-LoRA for the others.")
-    loras: list[LoraWeight] = Field(default_factory=list, max_length=8, description="Your LoRAs from the library "
-                                    "with blend weights, e.g. my-ink:0.8 (weight 0 = off).")
-
-    @field_validator("loras", mode="before")
-    @classmethod
-    def _lora_shorthand(cls, value: Any) -> Any:
-        # "name:0.8" / ("name", 0.8) / {"name": …, "weight": …}; a bare name means weight 1
-        def one(item: Any) -> Any:
-            if isinstance(item, str):
-                name, _, weight = item.partition(":")
-                return {"name": name.strip(), "weight": weight.strip() or 1.0}
-            if isinstance(item, (list, tuple)) and len(item) == 2:
-                return {"name": item[0], "weight": item[1]}
-            return item
-
-        return [one(item) for item in value] if isinstance(value, (list, tuple)) else value
-
-
-@dataclass
-class Prompting:
-    prompt: str
-    negative: str | None
-    strength: float
-    preset: Preset | None
-
-
-@dataclass
-class Schedule:
-    steps: int
-    guidance: float
 
 
 class DiffusionMethod(ImageMethod):
@@ -91,16 +42,35 @@ class DiffusionMethod(ImageMethod):
     # -- the shared run ------------------------------------------------------------------------------------------
 
     def execute(self, request: Any, context: RunContext) -> Any:
-        # a missing model part or a misspelt or damaged LoRA is reported now, not after minutes of loading the model
-        # and the images (or of a chain's classic stage)
+        # options a catalogue family cannot honour, a missing model part or a misspelt or damaged LoRA are reported
+        # now, not after minutes of loading the model and the images (or of a chain's classic stage)
         from nstdiff.loras import get_lora
 
         options = self.parse_options(request.options)
+        family = load_catalogue().families.get(options.model or context.settings.diffusion_family)
+        if family is not None:
+            self.check_family(options, family)
         for use in options.loras:
             get_lora(use.name, context.settings)
         for ref in self.required_models(options, context.settings):
             require(ref, context.settings)
         return super().execute(request, context)
+
+    def check_request(self, request: ImageStyleRequest) -> None:
+        super().check_request(request)
+        options = self.parse_options(request.options)
+        if options.structure != "none" and request.content is None:
+            raise InputError("structure guidance keeps the structure of a content image; add one or set structure "
+                             "to none")
+
+    def check_family(self, options: DiffusionOptions, family: Family) -> None:
+        """Refuse options the model family cannot honour: before loading for a catalogue family, and once loaded for
+        a folder or repo id (whose family its architecture decides)."""
+        if options.structure != "none" and options.structure not in family.controlnet:
+            raise InputError(f"{family.title} has no '{options.structure}' ControlNet in the catalogue; use "
+                             f"{', '.join(family.controlnet) or 'structure none'}")
+        if options.fast and not family.turbo and family.lcm_lora is None:
+            raise InputError(f"fast mode needs an LCM-LoRA for {family.title}; use a Turbo family instead")
 
     def required_models(self, options: DiffusionOptions, settings: Settings) -> list[str]:
         """What a run with `options` loads: the base, and the catalogue add-ons its options ask for."""
@@ -119,12 +89,10 @@ class DiffusionMethod(ImageMethod):
 
     def transfer(self, job: ImageJob, options: DiffusionOptions, context: RunContext) -> TransferOutput:
         prompting = self.prompting(job, options, context)
-        if options.structure != "none" and job.content is None:
-            raise InputError("structure guidance keeps the structure of a content image; add one or set structure "
-                             "to none")
 
         def load_and_generate():
             model = PIPELINES.get(options.model, context.device, context.settings, context.message)
+            self.check_family(options, model.family)
             with model.lock:
                 self.check_prompt_length(model, prompting)
                 schedule = self.schedule(model, job, options, prompting.strength, context)
@@ -195,9 +163,7 @@ class DiffusionMethod(ImageMethod):
         wanted: list[tuple[str, float]] = []
         for use in options.loras:
             wanted.append((load_library_lora(model, use.name, context), use.weight))
-        if options.fast and not model.family.turbo:
-            if model.family.lcm_lora is None:
-                raise InputError(f"fast mode needs an LCM-LoRA for {model.family.title}; use a Turbo family instead")
+        if options.fast and not model.family.turbo:  # (a family without LCM-LoRA: refused by `check_family`)
             if LCM_ADAPTER not in model.loras:
                 folder = resolve_repo(f"{model.family.name}-lcm-lora", context.settings, context.message)
                 pipe.load_lora_weights(folder, weight_name=model.family.lcm_lora.weight_name, adapter_name=LCM_ADAPTER)
@@ -243,7 +209,7 @@ class DiffusionMethod(ImageMethod):
         arguments.update(prompt=prompting.prompt, negative_prompt=prompting.negative,
                          num_inference_steps=schedule.steps, guidance_scale=schedule.guidance,
                          generator=self.generator(context), callback_on_step_end=self.step_callback(context))
-        if job.content is None:  # (structure needs a content image: checked before loading)
+        if job.content is None:  # (structure needs a content image: `check_request`)
             pipe = AutoPipelineForText2Image.from_pipe(model.pipeline, **extra)
             arguments.update(width=size[0], height=size[1])
         else:
