@@ -1,0 +1,93 @@
+"""The video request and result: typed and bounded, shared by the CLI, the app tab and the Python API. Torch-free."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+from pydantic import Field, field_validator, model_validator
+
+from nstdiff.schema import MAX_PROMPT_CHARS, Frozen, RunResult
+
+METHOD_NAME = "video"
+INPUT_SUFFIXES = (".mp4", ".m4v", ".webm", ".mov", ".mkv", ".gif")
+OUTPUT_SUFFIXES = (".mp4", ".webm")
+
+
+class VideoStyleRequest(Frozen):
+    """Stylize every frame of a clip with an image method, kept steady from frame to frame by optical flow."""
+
+    method: str = Field(METHOD_NAME, description="The registered method name.")
+    content: Path = Field(..., description="The clip to stylize (MP4, WebM, MOV, MKV or GIF).")
+    image_method: str = Field("feedforward", description="The image method run on each frame: feedforward, adain, "
+                              "fast-style (blended along the flow), gram (warped start and temporal loss), "
+                              "diffusion-text or diffusion-reference (warped img2img start, keyframes).")
+    style: Path | None = Field(None, description="The style image.")
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="A text style (diffusion methods).")
+    size: int = Field(256, ge=16, le=4096, description="Longest side of the output frames, in pixels.")
+    fps: float | None = Field(None, gt=0, le=120, description="Output frame rate; None keeps the clip's.")
+    max_seconds: float | None = Field(None, gt=0, description="Stylize only the first N seconds.")
+    frames: int | None = Field(None, ge=1, description="Stylize only the first N frames (1: a preview).")
+    consistency: float = Field(0.7, ge=0, le=1, description="0 stylizes each frame on its own (flickers); 1 holds "
+                               "every pixel the flow can follow to the frame before.")
+    keyframe_every: int = Field(0, ge=0, le=10_000, description="Diffusion: restart from the frame itself every N "
+                                "frames (0: only at scene cuts), so drift cannot build up.")
+    strength: float | None = Field(None, ge=0, le=1, description="0 keeps the content, 1 is all style; None: the "
+                                   "image method's default.")
+    steps: int | None = Field(None, ge=1, le=10_000, description="Optimisation / denoising steps per frame.")
+    encoder: str = Field("auto", description="Feature encoder of the optimising methods: auto, vgg19, vgg16, random.")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="One seed for every frame; None draws one.")
+    options: dict[str, Any] = Field(default_factory=dict, description="The image method's own options.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _blank_prompt_is_none(cls, prompt: str | None) -> str | None:
+        return prompt.strip() or None if prompt is not None else None
+
+    @model_validator(mode="after")
+    def _needs_a_style(self) -> "VideoStyleRequest":
+        if self.style is None and self.prompt is None and not self.options.get("network"):
+            raise ValueError("give a style: a style image (--style) or a text prompt (--prompt) for a diffusion method")
+        return self
+
+
+class VideoResult(RunResult):
+    """The stylized frames, their rate, and the clip whose audio track goes with them."""
+
+    suffix: ClassVar[str] = ".mp4"
+
+    frames: np.ndarray = Field(description="(T, H, W, 3) uint8 RGB.")
+    fps: Fraction
+    source: Path = Field(description="The input clip: its audio is copied into the output.")
+    audio_until: float | None = Field(None, description="Seconds of the source's audio kept when the clip was cut "
+                                      "short; None: its whole track.")
+    measures: dict[str, Any] = Field(default_factory=dict, description="Warping error, scene cuts, keyframes.")
+
+    def save(self, path: str | Path) -> Path:
+        """Write MP4 (H.264) or WebM (VP9) by the suffix, the source's audio track copied, atomically."""
+        from extensions.video.videoio import write_video
+        from nstdiff.imageio import atomic_write, check_writable
+
+        path = check_writable(path, OUTPUT_SUFFIXES)
+        return atomic_write(path, lambda part: write_video(part, path.suffix.lower(), self.frames, self.fps,
+                                                           self.source, self.audio_until,
+                                                           self.metadata_json()))
+
+    @property
+    def seconds(self) -> float:
+        return len(self.frames) / float(self.fps)
+
+    def preview(self) -> Image.Image:
+        return Image.fromarray(self.frames[0], "RGB")
+
+    def describe(self) -> str:
+        height, width = self.frames.shape[1:3]
+        error = self.measures.get("warping_error")
+        steady = f", warping error {error:.4f}" if error is not None else ""
+        return (f"{len(self.frames)} frames {width}x{height} at {float(self.fps):.3g} fps{steady}, "
+                f"{super().describe()}")
+
+    def metadata(self) -> dict[str, Any]:
+        return {**super().metadata(), "fps": str(self.fps), "frames": len(self.frames), "measures": self.measures}
