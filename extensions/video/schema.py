@@ -82,12 +82,19 @@ class VideoResult(RunResult):
     def preview(self) -> Image.Image:
         return Image.fromarray(self.frames[0], "RGB")
 
-    def describe(self) -> str:
+    def summary(self) -> str:
+        """What was made: frames, size, rate, how steady, where the scene cuts were."""
         height, width = self.frames.shape[1:3]
-        error = self.measures.get("warping_error")
-        steady = f", warping error {error:.4f}" if error is not None else ""
-        return (f"{len(self.frames)} frames {width}x{height} at {float(self.fps):.3g} fps{steady}, "
-                f"{super().describe()}")
+        m = self.measures
+        parts = [f"{len(self.frames)} frames {width}x{height} at {float(self.fps):.3g} fps"]
+        if m.get("warping_error") is not None:
+            parts.append(f"warping error {m['warping_error']:.4f}")
+        if m.get("scene_cuts"):
+            parts.append(f"scene cuts at {', '.join(map(str, m['scene_cuts']))}")
+        return ", ".join(parts)
+
+    def describe(self) -> str:
+        return f"{self.summary()}, {super().describe()}"
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "fps": str(self.fps), "frames": len(self.frames), "measures": self.measures}
