@@ -9,6 +9,7 @@ from PIL import Image
 
 from extensions.video.measures import clip_motions, warping_error
 from extensions.video.schema import VideoStyleRequest
+from extensions.video.videoio import read_clip
 from nstdiff.errors import Cancelled, InputError
 from nstdiff.executor import stylize
 from tests.conftest import cancel_at, stripes
@@ -129,6 +130,8 @@ def test_limits_from_the_settings(clip, style, monkeypatch):
     reload_settings()
     with pytest.raises(InputError, match="more than 4 frames"):
         run(clip, style, max_seconds=1)
+    with pytest.raises(InputError, match="frames 5 is over the limit of 4"):
+        run(clip, style, frames=5)
     with pytest.raises(InputError, match="over the video limit of 768 px"):
         run(clip, style, size=1000)
     with pytest.raises(InputError, match="does not stylize images"):
@@ -167,8 +170,6 @@ def test_the_cli_writes_the_clip_and_refuses_a_gif_output_up_front(clip, style, 
 
 
 def _content(path):
-    from extensions.video.videoio import read_clip
-
     return read_clip(path, 96).frames
 
 
@@ -180,3 +181,15 @@ def _audio_only(path):
         tone.sample_rate = 22050
         out.mux(audio.encode(tone))
         out.mux(audio.encode(None))
+
+
+@pytest.mark.slow  # builds the tiny diffusion models (~40 s once a session)
+def test_diffusion_keeps_one_seed_restarts_at_keyframes_and_steadies_the_rest(models, clip, tmp_path):
+    fields = dict(image_method="diffusion-text", prompt="ukiyo-e woodblock print", size=64, steps=2, strength=0.8,
+                  frames=6)
+    steady = run(clip, None, keyframe_every=3, **fields)
+    per_frame = run(clip, None, consistency=0, **fields)
+    assert steady.frames.shape == (6, 42, 64, 3) and steady.measures["keyframes"] == [0, 3]
+    assert np.array_equal(steady.frames[0], per_frame.frames[0])
+    motions = clip_motions(read_clip(clip, 64, max_frames=6).frames)
+    assert warping_error(steady.frames, motions) <= 0.5 * warping_error(per_frame.frames, motions)

@@ -61,12 +61,15 @@ def sample_grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xs + flow[..., 0], ys + flow[..., 1]
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """`image` (frame t−1's, H×W×C) moved along `flow` (t → t−1) onto frame t: out(x) = image(x + flow(x))."""
+def warp(image: np.ndarray, flow: np.ndarray, cubic: bool = False) -> np.ndarray:
+    """`image` (frame t−1's, H×W×C) moved along `flow` (t → t−1) onto frame t: out(x) = image(x + flow(x)).
+    Bilinear by default (what the warping error is defined with); `cubic` for pictures warped again and again, where
+    bilinear's blur would build up frame after frame."""
     import cv2
 
     map_x, map_y = sample_grid(flow)
-    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
 
 
 def consistent(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ and never across a scene cut (the caller passes no motion there). `consistency` 
   optimisation, and a temporal loss c·λ · (1/D) Σ m (x − ω)² holds x to it on the reliable pixels m.
 - diffusion: one seed for every frame; between keyframes (the first, every N, each cut) img2img starts from the
   previous output warped onto the frame (blended in by c), so the noise is re-drawn around a picture that already
-  agrees; the result is then blended as below.
+  agrees; a keyframe starts from the frame itself, so drift cannot build up. Every result is then blended as below.
 - feed-forward methods: each frame's own result, blended with the warped previous output, weight c·m.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ DIFFUSION = ("diffusion-text", "diffusion-reference")
 def blend(styled: np.ndarray, previous: np.ndarray, motion: Motion, consistency: float) -> np.ndarray:
     """c·m·warp(previous) + (1 − c·m)·styled."""
     weight = consistency * motion.reliable[..., None]
-    return weight * warp(previous, motion.backward) + (1 - weight) * styled
+    return weight * np.clip(warp(previous, motion.backward, cubic=True), 0, 1) + (1 - weight) * styled
 
 
 class FrameStabilizer:
@@ -43,18 +43,17 @@ class FrameStabilizer:
         carried = motion is not None and previous is not None and self.consistency > 0
         if self.kind == "optimising":
             return self._optimised(frame, motion, previous) if carried else self.runner.optimise(frame, None, None)
-        if self.kind == "diffusion":
-            keyframe = not carried or (self.keyframe_every and index % self.keyframe_every == 0)
+        if self.kind == "diffusion":  # a keyframe starts from the frame itself; its result is still held steady
+            keyframe = not carried or bool(self.keyframe_every and index % self.keyframe_every == 0)
             if keyframe:
                 self.keyframes.append(index)
-                return self.runner.stylize(frame)
-            return blend(self.runner.stylize(self._diffusion_start(frame, motion, previous)), previous, motion,
-                         self.consistency)
-        styled = self.runner.stylize(frame)
+            styled = self.runner.stylize(frame if keyframe else self._diffusion_start(frame, motion, previous))
+        else:
+            styled = self.runner.stylize(frame)
         return blend(styled, previous, motion, self.consistency) if carried else styled
 
     def _optimised(self, frame: np.ndarray, motion: Motion, previous: np.ndarray) -> np.ndarray:
-        warped = warp(previous, motion.backward)
+        warped = np.clip(warp(previous, motion.backward, cubic=True), 0, 1)
         reliable = motion.reliable[..., None]
         start = reliable * warped + (1 - reliable) * frame.astype(np.float32) / 255
         device = self.runner.context.device

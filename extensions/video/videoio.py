@@ -51,7 +51,7 @@ def read_clip(path: str | Path, size: int, fps: float | None = None, max_seconds
     settings = settings or get_settings()
     path = Path(path)
     what = f"video '{path.name}'"
-    _check_request(what, size, max_seconds, settings)
+    _check_request(what, size, max_seconds, max_frames, settings)
     if not path.is_file():
         raise InputError(f"{what} does not exist or is not a file")
     bytes_ = path.stat().st_size
@@ -102,13 +102,17 @@ def read_clip(path: str | Path, size: int, fps: float | None = None, max_seconds
         return Clip(np.stack(frames), out_fps, bool(container.streams.audio), None if complete else seconds, notes)
 
 
-def _check_request(what: str, size: int, max_seconds: float | None, settings: Settings) -> None:
+def _check_request(what: str, size: int, max_seconds: float | None, max_frames: int | None,
+                   settings: Settings) -> None:
     if size > settings.max_video_side:
         raise InputError(f"size {size} is over the video limit of {settings.max_video_side} px; use a smaller size "
                          "or raise NSTDIFF_MAX_VIDEO_SIDE")
     if max_seconds is not None and max_seconds > settings.max_video_seconds:
         raise InputError(f"max_seconds {max_seconds:g} is over the limit of {settings.max_video_seconds:g} s "
                          f"for {what}; ask for less or raise NSTDIFF_MAX_VIDEO_SECONDS")
+    if max_frames is not None and max_frames > settings.max_video_frames:
+        raise InputError(f"frames {max_frames} is over the limit of {settings.max_video_frames}; ask for fewer or "
+                         "raise NSTDIFF_MAX_VIDEO_FRAMES")
 
 
 def _duration(container, stream) -> float | None:
