@@ -58,7 +58,7 @@ def test_the_output_keeps_frame_count_size_rate_and_the_audio_track(fast_magenta
     assert result.frames.shape == (16, 64, 96, 3) and result.fps == 12
     written = result.save(tmp_path / "out.mp4")
     rate, codec, packets, frames = streams(written)
-    source_rate, source_codec, source_packets, _ = streams(clip)
+    _, source_codec, source_packets, _ = streams(clip)
     assert (rate, len(frames), frames[0].shape) == (12, 16, (64, 96, 3))
     assert codec == source_codec == "aac" and packets == source_packets  # copied, not re-encoded
     assert np.abs(frames[5].astype(int) - result.frames[5]).mean() < 6  # H.264 at crf 18: close to what was made

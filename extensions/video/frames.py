@@ -2,7 +2,7 @@
 image path), or, for the optimising methods, through `transfer` with a start image and an extra loss term."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -2,6 +2,8 @@
 as Ruder et al. 2016 measure it. Torch-free."""
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from extensions.video.flow import FlowEstimator, Motion, warp
@@ -10,7 +12,7 @@ from extensions.video.flow import FlowEstimator, Motion, warp
 def clip_motions(frames: np.ndarray) -> list[Motion | None]:
     """The motion into each frame from the one before (None for the first)."""
     estimator = FlowEstimator()
-    return [None, *(estimator.motion(a, b) for a, b in zip(frames[:-1], frames[1:]))]
+    return [None, *(estimator.motion(a, b) for a, b in pairwise(frames))]
 
 
 def warping_error(stylized: np.ndarray, motions: list[Motion | None]) -> float:

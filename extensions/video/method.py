@@ -49,7 +49,8 @@ class VideoStyleMethod(Method):
         flow_seconds = 0.0
         for index, frame in enumerate(clip.frames):
             tick = time.perf_counter()
-            motion = estimator.motion(clip.frames[index - 1], frame) if index else None
+            # at consistency 0 nothing is carried: a plain frame loop, no flow (nor warping error) to pay for
+            motion = estimator.motion(clip.frames[index - 1], frame) if index and request.consistency else None
             flow_seconds += time.perf_counter() - tick
             motions.append(motion)
             carried = None if motion is None or motion.cut else motion
@@ -63,9 +64,10 @@ class VideoStyleMethod(Method):
         frames = np.stack([np.round(np.clip(f, 0, 1) * 255).astype(np.uint8) for f in outputs])
         stylized = time.perf_counter()
         cuts = [i for i, m in enumerate(motions) if m is not None and m.cut]
-        measures = {"warping_error": round(warping_error(frames, motions), 5), "scene_cuts": cuts,
-                    "reliable": round(float(np.mean([m.reliable_share for m in motions if m is not None] or [1])), 4),
-                    "kind": stabilizer.kind}
+        measures: dict = {"scene_cuts": cuts, "kind": stabilizer.kind}
+        if request.consistency and total > 1:
+            measures.update(warping_error=round(warping_error(frames, motions), 5),
+                            reliable=round(float(np.mean([m.reliable_share for m in motions[1:]])), 4))
         if stabilizer.kind == "diffusion":
             measures["keyframes"] = stabilizer.keyframes
         notes = [*clip.notes, *runner.notes, *context.notes]
