@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Larger input files are refused.")
     max_output_side: int = Field(4096, ge=16, description="Longest side of an output image, in pixels.")
     max_mesh_faces: int = Field(500_000, ge=1, description="3D models with more triangles are refused.")
+    # a video's frames are held in memory twice (decoded and stylized): 900 frames at 768 px is about 1.8 GB
+    max_video_seconds: float = Field(60.0, gt=0, description="Longer video clips are refused unless cut (--max-seconds).")
+    max_video_side: int = Field(768, ge=16, description="Longest side a video is stylized at, in pixels.")
+    max_video_frames: int = Field(900, ge=1, description="Video clips with more frames (after --fps) are refused.")
     default_encoder: str = Field("auto", description="auto (best available), vgg19, vgg16 or random.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's choice.")
     server_host: str = Field("127.0.0.1", description="Address the app binds to; loopback unless you mean it.")

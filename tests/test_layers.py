@@ -27,6 +27,7 @@ LAYERS = {
     "nstdiff.training": 5,
     # methods, one file each, with their shared base classes
     "nstdiff.methods": 4, "extensions.*.method": 4,
+    "extensions.video.frames": 4, "extensions.video.temporal": 4,  # video's own: they run methods
     # the registry: the contract methods implement and register into (it loads them by name, not by import)
     "nstdiff.registry": 3,
     # shared services

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,6 +60,8 @@ class ImageJob:
     style_scale: float = 1.0  # stroke size: the style images are already scaled by it; a method may use it too
     # each style's centre square at STYLE_CROP² (Lanczos from the full image): what a style predictor was trained on
     style_crops: list[torch.Tensor] = field(default_factory=list)
+    # a term the optimising methods add to their objective, f(image) → scalar (e.g. video's temporal loss)
+    extra_loss: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass

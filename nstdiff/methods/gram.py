@@ -142,6 +142,8 @@ class GramMethod(ImageMethod):
                 parts = {"style": style_weight * style_loss(features), "tv": options.tv_weight * total_variation(image)}
                 if content_loss is not None:
                     parts["content"] = content_weight * content_loss(features)
+                if job.extra_loss is not None:
+                    parts["extra"] = job.extra_loss(image)
                 return sum(parts.values()), parts
 
             done, losses = optimise_image(image, objective, options.optimizer, options.learning_rate,

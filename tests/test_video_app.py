@@ -1,0 +1,60 @@
+"""The app's Video tab through its real HTTP API (gradio_client): a clip in, the stylized clip back, in the history;
+bad clips get their message. Gram with a random encoder: no weights."""
+from __future__ import annotations
+
+import av
+import pytest
+from gradio_client import Client, handle_file
+
+from extensions.video.tab import refill
+from nstdiff.settings import Settings
+from tests.conftest import stripes
+from tests.servers import RunningServer
+from tests.video_clips import scene, write_clip
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    settings = Settings(outputs_dir=tmp_path_factory.mktemp("outputs"), cache_dir=tmp_path_factory.mktemp("cache"),
+                        device="cpu", allow_downloads=False, default_encoder="random")
+    server = RunningServer(settings)
+    yield Client(server.url, verbose=False)
+    server.stop()
+
+
+def form(clip, style, **values):
+    return {**dict(clip=handle_file(str(clip)), style=handle_file(str(style)), image_method="gram",
+                   prompt="", consistency=0.7, keyframe_every=0, size=48, fps=0, max_seconds=0, strength=None,
+                   steps=2, seed=4, encoder="random"), **values}
+
+
+def test_a_clip_comes_back_stylized_with_its_sound_and_joins_the_history(client, tmp_path):
+    clip, style = tmp_path / "walk.mp4", tmp_path / "stripes.png"
+    write_clip(clip, scene(12, 72, 48), 12, audio_seconds=1.0)
+    stripes(32, 32).save(style)
+    before = len(client.predict(api_name="/history"))
+    first, video, info, download = client.predict(**form(clip, style), api_name="/video")
+    path = video["video"] if isinstance(video, dict) else video
+    with av.open(path) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        assert sum(1 for _ in container.decode(video=0)) == 12
+    assert first.endswith(".png") and download.endswith("/walk-video-gram.mp4")
+    assert "12 frames 48x32 at 12 fps, warping error" in info and "seed **4**" in info
+    history = client.predict(api_name="/history")
+    assert len(history) == before + 1 and "video · gram · seed 4" in history[0]["caption"]
+
+
+def test_a_broken_clip_gets_its_message(client, tmp_path):
+    broken, style = tmp_path / "broken.mp4", tmp_path / "stripes.png"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    stripes(32, 32).save(style)
+    with pytest.raises(Exception, match="not a readable video"):
+        client.predict(**form(broken, style), api_name="/video")
+
+
+def test_history_refills_the_form():
+    parameters = {"content": "a.mp4", "style": "s.png", "image_method": "gram", "prompt": None, "consistency": 0.5,
+                  "keyframe_every": 4, "size": 128, "fps": None, "max_seconds": 3.0, "strength": None, "steps": 20,
+                  "seed": 9, "encoder": "vgg16"}
+    assert refill(parameters, lambda path: f"shown {path}") == [
+        "shown a.mp4", "shown s.png", "gram", "", 0.5, 4, 128, 0, 3.0, None, 20, 9, "vgg16"]
