@@ -67,6 +67,7 @@ def test_the_output_keeps_frame_count_size_rate_and_the_audio_track(fast_magenta
         assert [s.codec_context.name for s in container.streams] == ["vp9", "opus"]
         assert abs(container.duration / 1e6 - 16 / 12) < 0.15
         assert sum(1 for _ in container.decode(video=0)) == 16
+    assert read_clip(webm, 96).frames.shape == (16, 64, 96, 3)  # and WebM reads back in
 
 
 def test_consistency_at_least_halves_the_warping_error_of_per_frame_runs(fast_magenta, clip, style):
@@ -139,9 +140,12 @@ def test_limits_from_the_settings(clip, style, monkeypatch):
 
 
 def test_cancel_stops_between_or_inside_frames_and_leaves_no_file(clip, style, tmp_path):
-    token, on_progress, _ = cancel_at(3, "frames")
+    token, on_progress, events = cancel_at(3, "frames")
     with pytest.raises(Cancelled, match="cancelled at step 3/16"):
         stylize(VideoStyleRequest(content=clip, style=style, size=96, **gram()), on_progress, token)
+    frames = [e for e in events if e.stage == "frames"]
+    assert [e.step for e in frames] == [1, 2, 3] and {e.total for e in frames} == {16}  # progress in frames
+    assert frames[0].preview.startswith(b"\x89PNG")  # the first stylized frame, shown at once
     assert [p.name for p in tmp_path.rglob("*") if p.suffix in (".part", ".mp4") and p.name != "clip.mp4"] == []
 
 
