@@ -110,6 +110,7 @@ def test_a_lower_frame_rate_keeps_the_duration_and_gif_and_mov_are_read(fast_mag
     (lambda p: p.write_bytes(b""), "is empty"),
     (lambda p: p.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8))), "not a readable video"),
     (lambda p: _audio_only(p), "holds only sound"),
+    (lambda p: stripes(32, 32).save(p, format="PNG"), "is a still picture, not a clip"),
 ])
 def test_unusable_clips_get_one_clear_line(tmp_path, style, make, message):
     path = tmp_path / "bad.mp4"
@@ -187,7 +188,7 @@ def _audio_only(path):
         out.mux(audio.encode(None))
 
 
-@pytest.mark.slow  # builds the tiny diffusion models (~40 s once a session)
+@pytest.mark.slow  # builds the tiny diffusion models (once a session)
 def test_diffusion_keeps_one_seed_restarts_at_keyframes_and_steadies_the_rest(models, clip, tmp_path):
     fields = dict(image_method="diffusion-text", prompt="ukiyo-e woodblock print", size=64, steps=2, strength=0.8,
                   frames=6)
