@@ -67,6 +67,7 @@ def test_the_output_keeps_frame_count_size_rate_and_the_audio_track(fast_magenta
         assert [s.codec_context.name for s in container.streams] == ["vp9", "opus"]
         assert abs(container.duration / 1e6 - 16 / 12) < 0.15
         assert sum(1 for _ in container.decode(video=0)) == 16
+    assert read_clip(webm, 96).frames.shape == (16, 64, 96, 3)  # and WebM reads back in
 
 
 def test_consistency_at_least_halves_the_warping_error_of_per_frame_runs(fast_magenta, clip, style):
@@ -109,6 +110,7 @@ def test_a_lower_frame_rate_keeps_the_duration_and_gif_and_mov_are_read(fast_mag
     (lambda p: p.write_bytes(b""), "is empty"),
     (lambda p: p.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8))), "not a readable video"),
     (lambda p: _audio_only(p), "holds only sound"),
+    (lambda p: stripes(32, 32).save(p, format="PNG"), "is a still picture, not a clip"),
 ])
 def test_unusable_clips_get_one_clear_line(tmp_path, style, make, message):
     path = tmp_path / "bad.mp4"
@@ -139,9 +141,12 @@ def test_limits_from_the_settings(clip, style, monkeypatch):
 
 
 def test_cancel_stops_between_or_inside_frames_and_leaves_no_file(clip, style, tmp_path):
-    token, on_progress, _ = cancel_at(3, "frames")
+    token, on_progress, events = cancel_at(3, "frames")
     with pytest.raises(Cancelled, match="cancelled at step 3/16"):
         stylize(VideoStyleRequest(content=clip, style=style, size=96, **gram()), on_progress, token)
+    frames = [e for e in events if e.stage == "frames"]
+    assert [e.step for e in frames] == [1, 2, 3] and {e.total for e in frames} == {16}  # progress in frames
+    assert frames[0].preview.startswith(b"\x89PNG")  # the first stylized frame, shown at once
     assert [p.name for p in tmp_path.rglob("*") if p.suffix in (".part", ".mp4") and p.name != "clip.mp4"] == []
 
 
@@ -183,7 +188,7 @@ def _audio_only(path):
         out.mux(audio.encode(None))
 
 
-@pytest.mark.slow  # builds the tiny diffusion models (~40 s once a session)
+@pytest.mark.slow  # builds the tiny diffusion models (once a session)
 def test_diffusion_keeps_one_seed_restarts_at_keyframes_and_steadies_the_rest(models, clip, tmp_path):
     fields = dict(image_method="diffusion-text", prompt="ukiyo-e woodblock print", size=64, steps=2, strength=0.8,
                   frames=6)

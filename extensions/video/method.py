@@ -45,8 +45,9 @@ class VideoStyleMethod(Method):
         context.message(f"{total} frames of {clip.frames.shape[2]}x{clip.frames.shape[1]} px at "
                         f"{float(clip.fps):.3g} fps, {stabilizer.kind} method {runner.method.name}")
         loaded = time.perf_counter()
-        outputs: list[np.ndarray] = []
+        outputs: list[np.ndarray] = []  # uint8: a long clip in float would take four times the memory
         motions: list[Motion | None] = []
+        previous: np.ndarray | None = None  # the last stylized frame in float, carried to the next
         flow_seconds = 0.0
         for index, frame in enumerate(clip.frames):
             tick = time.perf_counter()
@@ -56,13 +57,14 @@ class VideoStyleMethod(Method):
             motions.append(motion)
             carried = None if motion is None or motion.cut else motion
             try:
-                styled = stabilizer.render(index, frame, carried, outputs[-1] if outputs else None)
+                previous = stabilizer.render(index, frame, carried, previous)
             except Cancelled:
                 raise Cancelled(index, total) from None
-            outputs.append(styled)
+            made = picture(previous)
+            outputs.append(np.asarray(made))
             shown = index == 0 or context.wants_preview()  # the first stylized frame at once, then now and then
-            context.step(index + 1, total, stage="frames", preview=picture(styled) if shown else None)
-        frames = np.stack([np.round(np.clip(f, 0, 1) * 255).astype(np.uint8) for f in outputs])
+            context.step(index + 1, total, stage="frames", preview=made if shown else None)
+        frames = np.stack(outputs)
         stylized = time.perf_counter()
         cuts = [i for i, m in enumerate(motions) if m is not None and m.cut]
         measures: dict = {"scene_cuts": cuts, "kind": stabilizer.kind}

@@ -66,6 +66,9 @@ def read_clip(path: str | Path, size: int, fps: float | None = None, max_seconds
     except (av.FFmpegError, OSError, ValueError):
         raise InputError(f"{what} is not a readable video; use {READABLE}") from None
     with container:
+        if container.format.name == "image2" or container.format.name.endswith("_pipe"):  # FFmpeg reads stills too
+            raise InputError(f"{what} is a still picture, not a clip; use `nstdiff stylize` (or the Image style tab) "
+                             f"for pictures, and {READABLE} here")
         if not container.streams.video:
             kind = "only sound" if container.streams.audio else "no video stream"
             raise InputError(f"{what} holds {kind}; upload a video clip ({READABLE})"
