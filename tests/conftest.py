@@ -219,3 +219,17 @@ def image_form(images: dict, uploads: Path, **values) -> dict:
     return {**dict(content=str(content), styles=[str(style)], weights="", method="auto", strength=0.8,
                    preserve_color="none", style_scale=1.0, size=32, steps=3, seed=3, encoder="random",
                    mask_file=None, mask_paint=None, quality="balanced"), **values}
+
+
+@pytest.fixture(scope="module")
+def offline_client(tmp_path_factory):
+    """A gradio_client on a real server of the test module's own: the CPU, no downloads, the random encoder."""
+    from gradio_client import Client
+
+    from tests.servers import RunningServer
+
+    settings = Settings(outputs_dir=tmp_path_factory.mktemp("outputs"), cache_dir=tmp_path_factory.mktemp("cache"),
+                        device="cpu", allow_downloads=False, default_encoder="random")
+    server = RunningServer(settings)
+    yield Client(server.url, verbose=False)
+    server.stop()

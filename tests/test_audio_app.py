@@ -4,21 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from PIL import Image
 
-from nstdiff.settings import Settings
-from tests.servers import RunningServer
 from tests.test_audio import RATE, chord, noise_texture
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    settings = Settings(outputs_dir=tmp_path_factory.mktemp("outputs"), cache_dir=tmp_path_factory.mktemp("cache"),
-                        device="cpu", allow_downloads=False, default_encoder="random")
-    server = RunningServer(settings)
-    yield Client(server.url, verbose=False)
-    server.stop()
+def client(offline_client):
+    return offline_client
 
 
 def form(content, style, **values):

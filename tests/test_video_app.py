@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import av
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from extensions.video.tab import refill
-from nstdiff.settings import Settings
 from tests.conftest import stripes
-from tests.servers import RunningServer
 from tests.video_clips import scene, write_clip
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    settings = Settings(outputs_dir=tmp_path_factory.mktemp("outputs"), cache_dir=tmp_path_factory.mktemp("cache"),
-                        device="cpu", allow_downloads=False, default_encoder="random")
-    server = RunningServer(settings)
-    yield Client(server.url, verbose=False)
-    server.stop()
+def client(offline_client):
+    return offline_client
 
 
 def form(clip, style, **values):
