@@ -23,7 +23,6 @@ import json
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,40 +40,25 @@ from nstdiff.executor import stylize  # noqa: E402
 from nstdiff.models import fetch_model, model_status  # noqa: E402
 from nstdiff.models.encoders import load_encoder  # noqa: E402
 from nstdiff.settings import get_settings  # noqa: E402
+from tests.video_clips import write_clip  # noqa: E402
 
 WINDOW = (256, 192)
 
 
 def gliding_clip(photo: Path, path: Path, seconds: float, fps: int) -> Path:
-    """A window moving across the photo (a pan with a slow zoom), encoded as H.264 with an AAC tone."""
-    import av
-
+    """A window moving across the photo (a pan with a slow zoom), encoded as H.264 (crf 16) with a tone."""
     image = Image.open(photo).convert("RGB")
     image = image.resize((480, round(480 * image.height / image.width)), Image.Resampling.LANCZOS)
-    count = round(seconds * fps)
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=fps, options={"crf": "16"})
-        video.width, video.height, video.pix_fmt = *WINDOW, "yuv420p"
-        audio = out.add_stream("aac", rate=22050)
-        audio.layout = "mono"
-        for index in range(count):
-            t = index / max(1, count - 1)
-            width = WINDOW[0] * (1.25 - 0.2 * t)  # zooming in slowly
-            height = width * WINDOW[1] / WINDOW[0]
-            left = t * (image.width - width)
-            top = (image.height - height) * (0.3 + 0.4 * t)
-            frame = image.resize(WINDOW, Image.Resampling.BILINEAR, box=(left, top, left + width, top + height))
-            picture = av.VideoFrame.from_image(frame)
-            picture.pts, picture.time_base = index, Fraction(1, fps)
-            out.mux(video.encode(picture))
-        out.mux(video.encode(None))
-        samples = np.arange(int(22050 * seconds)) / 22050
-        tone = av.AudioFrame.from_ndarray((0.2 * np.sin(2 * np.pi * 330 * samples)).astype(np.float32)[None],
-                                          format="fltp", layout="mono")
-        tone.sample_rate = 22050
-        out.mux(audio.encode(tone))
-        out.mux(audio.encode(None))
-    return path
+    count, frames = round(seconds * fps), []
+    for index in range(count):
+        t = index / max(1, count - 1)
+        width = WINDOW[0] * (1.25 - 0.2 * t)  # zooming in slowly
+        height = width * WINDOW[1] / WINDOW[0]
+        left = t * (image.width - width)
+        top = (image.height - height) * (0.3 + 0.4 * t)
+        frames.append(np.asarray(image.resize(WINDOW, Image.Resampling.BILINEAR,
+                                              box=(left, top, left + width, top + height))))
+    return write_clip(path, np.stack(frames), fps, audio_seconds=seconds, options={"crf": "16"})
 
 
 def compare(name: str, clip: Path, painting: Path, out: Path, consistency: float, vgg, repeats: int,

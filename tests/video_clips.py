@@ -26,13 +26,13 @@ def scene(frames: int, width: int, height: int, seed: int = 0, step: int = 2) ->
 
 
 def write_clip(path: Path, frames: np.ndarray, fps: int | Fraction = 12, audio_seconds: float | None = None,
-               codec: str = "libx264") -> Path:
-    """Encode `frames` (MP4/MOV/MKV by the suffix; `codec` mpeg4, libx264…), with a 440 Hz AAC tone of
-    `audio_seconds` (None: none)."""
+               codec: str = "libx264", options: dict[str, str] | None = None) -> Path:
+    """Encode `frames` (MP4/MOV/MKV by the suffix; `codec` mpeg4, libx264… with its `options`), with a 440 Hz AAC
+    tone of `audio_seconds` (None: none)."""
     import av
 
     with av.open(str(path), "w") as out:
-        video = out.add_stream(codec, rate=fps)
+        video = out.add_stream(codec, rate=fps, options=options or {})
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         audio = None
         if audio_seconds:
