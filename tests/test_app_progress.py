@@ -76,6 +76,8 @@ def test_time_left_follows_the_current_levels_pace():
     assert "left" not in shown[0] and shown[2].endswith("≈ 1 s left")  # 7 steps at 0.1 s
     assert "left" not in shown[3]  # a new level: its first step also paid for its set-up, so it is not measured
     assert shown[5].endswith("≈ 8 s left")  # 4 steps at 2 s, not at the run's average
+    report(ProgressEvent(step=2, total=12, stage="frames", elapsed=1.0))
+    assert shown[-1].startswith("frame 2/12")  # a video counts frames
 
 
 def test_cancel_reads_cancelled_in_the_result_area_and_the_api_still_gets_an_error(app, form):

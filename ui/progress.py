@@ -68,7 +68,8 @@ class Pace:
 
 def describe_step(event: ProgressEvent, left: float | None) -> str:
     loss = event.losses.get("total")
-    return (f"step {event.step}/{event.total}" + (f" · loss {loss:.4g}" if loss is not None else "")
+    unit = "frame" if event.stage == "frames" else "step"  # a video counts its frames
+    return (f"{unit} {event.step}/{event.total}" + (f" · loss {loss:.4g}" if loss is not None else "")
             + (f" · ≈ {duration(left)} left" if left is not None else ""))
 
 
@@ -82,7 +83,8 @@ def progress_reporter(progress: gr.Progress, watch: Watch | None = None) -> Watc
         if event.stage == "message" or not event.total:
             progress(0, desc=event.message)
             return
-        progress((event.step, event.total), desc=describe_step(event, pace.left(event)), unit="steps")
+        progress((event.step, event.total), desc=describe_step(event, pace.left(event)),
+                 unit="frames" if event.stage == "frames" else "steps")
 
     return report
 
