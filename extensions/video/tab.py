@@ -71,7 +71,8 @@ def build_tab(app: "Host") -> list[Any]:
         with gr.Row():
             with gr.Column():
                 clip = gr.Video(label="Clip (MP4, WebM, MOV, MKV, GIF)", sources=["upload"], elem_id="video-content")
-                style = gr.Image(type="filepath", label="Style image", elem_id="video-style", height=200)
+                # gr.File, not gr.Image: our loader, not Gradio's, judges the upload and explains a bad one
+                style = gr.File(file_types=["image"], label="Style image", elem_id="video-style", height=116)
                 image_method = gr.Dropdown(image_methods, value=FIELDS["image_method"].default, label="Method",
                                            info=FIELDS["image_method"].description, elem_id="video-method")
                 prompt = gr.Textbox(label="Prompt (diffusion methods)", elem_id="video-prompt")
