@@ -106,6 +106,17 @@ def test_a_lower_frame_rate_keeps_the_duration_and_gif_and_mov_are_read(fast_mag
     assert run(mov, style, size=64).frames.shape == (6, 48, 64, 3)
 
 
+def test_a_playlist_naming_other_server_files_is_not_read(tmp_path, style):
+    """An HLS playlist uploaded as a clip would make FFmpeg decode a file it names, outside the uploads."""
+    (tmp_path / "elsewhere").mkdir()
+    secret = write_clip(tmp_path / "elsewhere" / "private.mp4", scene(4, 32, 32), 12)
+    playlist = tmp_path / "uploads" / "clip.m3u8"
+    playlist.parent.mkdir()
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n../elsewhere/{secret.name}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(InputError, match="not a readable video"):
+        run(playlist, style)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b""), "is empty"),
     (lambda p: p.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8))), "not a readable video"),

@@ -16,6 +16,9 @@ from nstdiff.errors import InputError
 from nstdiff.settings import Settings, get_settings
 
 READABLE = "MP4, WebM, MOV, MKV or GIF"
+# FFmpeg may only guess these formats for an upload (the clips we read, and single pictures, to name them): a playlist
+# (HLS, concat, …) would make it read other files of the server, named inside the upload
+DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,gif,png_pipe,jpeg_pipe,webp_pipe,bmp_pipe,tiff_pipe"
 # audio codecs each container takes as they are; any other track is re-encoded to the first one named
 COPYABLE_AUDIO = {".mp4": ("aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"), ".webm": ("opus", "vorbis")}
 VIDEO_CODEC = {".mp4": ("libx264", {"crf": "18", "preset": "veryfast"}),
@@ -42,6 +45,13 @@ def frame_size(width: int, height: int, side: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
+def open_upload(path: Path):
+    """`path` opened for reading, FFmpeg's format guess limited to `DEMUXERS`."""
+    import av
+
+    return av.open(str(path), options={"format_whitelist": DEMUXERS})
+
+
 def read_clip(path: str | Path, size: int, fps: float | None = None, max_seconds: float | None = None,
               max_frames: int | None = None, settings: Settings | None = None) -> Clip:
     """Decode `path`'s first video stream at long side `size`, at `fps` (None: the clip's rate), up to `max_seconds`
@@ -62,11 +72,11 @@ def read_clip(path: str | Path, size: int, fps: float | None = None, max_seconds
                          f"{settings.max_input_bytes / 2**20:.0f} MiB; use a shorter clip or raise "
                          "NSTDIFF_MAX_INPUT_BYTES")
     try:
-        container = av.open(str(path))
+        container = open_upload(path)
     except (av.FFmpegError, OSError, ValueError):
         raise InputError(f"{what} is not a readable video; use {READABLE}") from None
     with container:
-        if container.format.name == "image2" or container.format.name.endswith("_pipe"):  # FFmpeg reads stills too
+        if container.format.name.endswith("_pipe"):  # FFmpeg reads stills too
             raise InputError(f"{what} is a still picture, not a clip; use `nstdiff stylize` (or the Image style tab) "
                              f"for pictures, and {READABLE} here")
         if not container.streams.video:
@@ -181,9 +191,7 @@ def write_video(part: Path, suffix: str, frames: np.ndarray, fps: Fraction, sour
 @contextmanager
 def _audio_source(source: Path):
     """The source opened again for its audio track; None when it has none."""
-    import av
-
-    with av.open(str(source)) as container:
+    with open_upload(source) as container:
         yield container if container.streams.audio else None
 
 
