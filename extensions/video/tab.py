@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from pydantic import ValidationError
 
-from extensions.video.schema import METHOD_NAME, VideoStyleRequest
+from extensions.video.schema import INPUT_SUFFIXES, METHOD_NAME, VideoStyleRequest
 from nstdiff.errors import NstdiffError
 from nstdiff.errors import format_validation_error
 from ui.files import uploaded
@@ -70,7 +70,9 @@ def build_tab(app: "Host") -> list[Any]:
     with gr.Tab("Video", id="video"):
         with gr.Row():
             with gr.Column():
-                clip = gr.Video(label="Clip (MP4, WebM, MOV, MKV, GIF)", sources=["upload"], elem_id="video-content")
+                # gr.File: a browser's video picker hides GIFs, and Gradio would not check the type on the server
+                clip = gr.File(file_types=list(INPUT_SUFFIXES), label="Clip (MP4, WebM, MOV, MKV, GIF)",
+                               elem_id="video-content", height=116)
                 # gr.File, not gr.Image: our loader, not Gradio's, judges the upload and explains a bad one
                 style = gr.File(file_types=["image"], label="Style image", elem_id="video-style", height=116)
                 image_method = gr.Dropdown(image_methods, value=FIELDS["image_method"].default, label="Method",
