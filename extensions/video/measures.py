@@ -15,15 +15,30 @@ def clip_motions(frames: np.ndarray) -> list[Motion | None]:
     return [None, *(estimator.motion(a, b) for a, b in pairwise(frames))]
 
 
-def warping_error(stylized: np.ndarray, motions: list[Motion | None]) -> float:
-    """mean |s_t − warp(s_{t−1})| over the reliable pixels of every pair that is not a scene cut, on the 0…1 scale;
-    `motions` are those of the content frames (`clip_motions`)."""
-    errors, weights = 0.0, 0.0
-    for t, motion in enumerate(motions):
+class WarpingError:
+    """mean |s_t − warp(s_{t−1})| over the reliable pixels of every pair that is not a scene cut, on the 0…1 scale,
+    summed pair by pair as a run goes (a clip's flows need not all be kept); motions are those of the content."""
+
+    def __init__(self) -> None:
+        self.errors, self.weights = 0.0, 0.0
+
+    def add(self, previous: np.ndarray, current: np.ndarray, motion: Motion | None) -> None:
+        """One pair of stylized frames (uint8 RGB) and the content's motion from the first to the second."""
         if motion is None or motion.cut:
-            continue
-        previous = stylized[t - 1].astype(np.float32) / 255
-        difference = np.abs(stylized[t].astype(np.float32) / 255 - warp(previous, motion.backward)).mean(-1)
-        errors += float((difference * motion.reliable).sum())
-        weights += float(motion.reliable.sum())
-    return errors / weights if weights else 0.0
+            return
+        before = previous.astype(np.float32) / 255
+        difference = np.abs(current.astype(np.float32) / 255 - warp(before, motion.backward)).mean(-1)
+        self.errors += float((difference * motion.reliable).sum())
+        self.weights += float(motion.reliable.sum())
+
+    @property
+    def value(self) -> float:
+        return self.errors / self.weights if self.weights else 0.0
+
+
+def warping_error(stylized: np.ndarray, motions: list[Motion | None]) -> float:
+    """`WarpingError` of a whole clip: `motions` from `clip_motions` of its content frames."""
+    measure = WarpingError()
+    for t in range(1, len(motions)):
+        measure.add(stylized[t - 1], stylized[t], motions[t])
+    return measure.value

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from extensions.video.flow import FlowEstimator, Motion
+from extensions.video.flow import FlowEstimator
 from extensions.video.frames import FrameRunner, image_method, picture
-from extensions.video.measures import warping_error
+from extensions.video.measures import WarpingError
 from extensions.video.result import VideoResult
 from extensions.video.schema import METHOD_NAME, VideoStyleRequest
 from extensions.video.temporal import FrameStabilizer
@@ -46,7 +46,7 @@ class VideoStyleMethod(Method):
                         f"{float(clip.fps):.3g} fps, {stabilizer.kind} method {runner.method.name}")
         loaded = time.perf_counter()
         outputs: list[np.ndarray] = []  # uint8: a long clip in float would take four times the memory
-        motions: list[Motion | None] = []
+        steadiness, cuts, shares = WarpingError(), [], []  # measured as it goes: the flows are not kept
         previous: np.ndarray | None = None  # the last stylized frame in float, carried to the next
         flow_seconds = 0.0
         for index, frame in enumerate(clip.frames):
@@ -54,7 +54,9 @@ class VideoStyleMethod(Method):
             # at consistency 0 nothing is carried: a plain frame loop, no flow (nor warping error) to pay for
             motion = estimator.motion(clip.frames[index - 1], frame) if index and request.consistency else None
             flow_seconds += time.perf_counter() - tick
-            motions.append(motion)
+            if motion is not None:
+                shares.append(motion.reliable_share)
+                cuts += [index] if motion.cut else []
             carried = None if motion is None or motion.cut else motion
             try:
                 previous = stabilizer.render(index, frame, carried, previous)
@@ -62,15 +64,15 @@ class VideoStyleMethod(Method):
                 raise Cancelled(index, total) from None
             made = picture(previous)
             outputs.append(np.asarray(made))
+            if index:
+                steadiness.add(outputs[-2], outputs[-1], motion)
             shown = index == 0 or context.wants_preview()  # the first stylized frame at once, then now and then
             context.step(index + 1, total, stage="frames", preview=made if shown else None)
         frames = np.stack(outputs)
         stylized = time.perf_counter()
-        cuts = [i for i, m in enumerate(motions) if m is not None and m.cut]
         measures: dict = {"scene_cuts": cuts, "kind": stabilizer.kind}
         if request.consistency and total > 1:
-            measures.update(warping_error=round(warping_error(frames, motions), 5),
-                            reliable=round(float(np.mean([m.reliable_share for m in motions[1:]])), 4))
+            measures.update(warping_error=round(steadiness.value, 5), reliable=round(float(np.mean(shares)), 4))
         if stabilizer.kind == "diffusion":
             measures["keyframes"] = stabilizer.keyframes
         notes = [*clip.notes, *runner.notes, *context.notes]
