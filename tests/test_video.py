@@ -209,3 +209,20 @@ def test_diffusion_keeps_one_seed_restarts_at_keyframes_and_steadies_the_rest(mo
     assert np.array_equal(steady.frames[0], per_frame.frames[0])
     motions = clip_motions(read_clip(clip, 64, max_frames=6).frames)
     assert warping_error(steady.frames, motions) <= 0.5 * warping_error(per_frame.frames, motions)
+
+
+def test_keyframes_count_from_the_last_scene_cut():
+    from types import SimpleNamespace
+
+    from extensions.video.flow import Motion
+    from extensions.video.temporal import FrameStabilizer
+
+    runner = SimpleNamespace(method=SimpleNamespace(name="diffusion-text"),
+                             stylize=lambda frame: frame.astype(np.float32) / 255)
+    stabilizer = FrameStabilizer(runner, consistency=0.5, keyframe_every=3)
+    still = Motion(np.zeros((8, 8, 2), np.float32), np.ones((8, 8), np.float32), 0.0, False)
+    previous, frame = None, np.zeros((8, 8, 3), np.uint8)
+    for index in range(10):
+        motion = None if index in (0, 4) else still  # frame 4: a scene cut (nothing carried)
+        previous = stabilizer.render(index, frame, motion, previous)
+    assert stabilizer.keyframes == [0, 3, 4, 7]

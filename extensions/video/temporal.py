@@ -44,7 +44,8 @@ class FrameStabilizer:
         if self.kind == "optimising":
             return self._optimised(frame, motion, previous) if carried else self.runner.optimise(frame, None, None)
         if self.kind == "diffusion":  # a keyframe starts from the frame itself; its result is still held steady
-            keyframe = not carried or bool(self.keyframe_every and index % self.keyframe_every == 0)
+            # every N frames from the last keyframe (a scene cut is one), not from the clip's start
+            keyframe = not carried or bool(self.keyframe_every and index - self.keyframes[-1] >= self.keyframe_every)
             if keyframe:
                 self.keyframes.append(index)
             styled = self.runner.stylize(frame if keyframe else self._diffusion_start(frame, motion, previous))
