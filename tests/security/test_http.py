@@ -90,7 +90,7 @@ def past_job(app_server, tmp_path_factory) -> Path:
 def test_no_event_reads_a_server_file_named_in_a_file_field(app_server, secrets, secret):
     events = file_events(app_server)
     assert {d.get("api_name") for _, d, _ in events} >= {"stylize", "texture", "text_style", "style_reference",
-                                                         "audio", "mesh", "lora_train", "lora_import"}
+                                                         "audio", "mesh", "video", "lora_train", "lora_import"}
     payload = {"path": str(secrets[secret]), "orig_name": "photo.png", "meta": {"_type": "gradio.FileData"}}
     for index, dependency, inputs in events:
         data = [file_field(c["type"], c.get("props", {}), payload) if c["type"] in FILE_TYPES
