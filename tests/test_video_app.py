@@ -2,12 +2,14 @@
 bad clips get their message. Gram with a random encoder: no weights."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import av
 import pytest
 from gradio_client import handle_file
 
 from extensions.video.tab import refill
-from tests.conftest import stripes
+from tests.conftest import no_progress, stripes
 from tests.video_clips import scene, write_clip
 
 
@@ -52,3 +54,45 @@ def test_history_refills_the_form():
                   "seed": 9, "encoder": "vgg16"}
     assert refill(parameters, lambda path: f"shown {path}") == [
         "shown a.mp4", "shown s.png", "gram", "", 0.5, 4, 128, 0, 3.0, None, 20, 9, "vgg16"]
+
+
+PAGE = SimpleNamespace(session_hash="page", request=None, headers={"x-gradio-user": "app"})
+
+
+def video_handler(app):
+    demo = app.build()
+    (fn,) = [f for f in demo.fns.values() if f.api_name == "video"]
+    return fn.fn
+
+
+def page_values(tmp_path, uploads) -> dict:
+    clip, style = uploads / "walk.mp4", uploads / "stripes.png"
+    write_clip(clip, scene(12, 72, 48), 12)
+    stripes(32, 32).save(style)
+    return {**form(clip, style), "clip": str(clip), "style": str(style)}
+
+
+def test_the_page_sees_the_first_frame_from_the_one_run_that_makes_the_clip(hooked_app, monkeypatch, tmp_path,
+                                                                              uploads):
+    monkeypatch.setattr("nstdiff.context.PREVIEW_EVERY", 0.0)
+    outputs = list(video_handler(hooked_app)(**page_values(tmp_path, uploads), request=PAGE, progress=no_progress))
+    *previews, (first, video, info, download) = outputs
+    assert hooked_app.calls == ["video"]  # the first frame is not made twice
+    assert previews and previews[0][2].startswith("*Live preview*") and "frame 1/12" in previews[0][2]
+    assert first.size == (48, 32) and video.endswith(".mp4") and "12 frames 48x32" in info
+
+
+def test_cancel_in_the_page_keeps_nothing(hooked_app, tmp_path, uploads):
+    app, run = hooked_app, hooked_app.executor.run
+
+    def cancelled_at_frame_3(request, progress=None, cancel=None):
+        def watch(event):
+            progress(event)
+            if event.stage == "frames" and event.step == 3:
+                app.jobs.cancel("page")
+        return run(request, progress=watch, cancel=cancel)
+
+    app.executor.run = cancelled_at_frame_3
+    outputs = list(video_handler(app)(**page_values(tmp_path, uploads), request=PAGE, progress=no_progress))
+    assert outputs[-1][2].startswith("**Cancelled** at step 3 of 12; nothing was saved")
+    assert app.store.list() == [] and list(app.store.results.iterdir()) == []

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator
 
 import gradio as gr
 from gradio import processing_utils
@@ -24,6 +24,8 @@ from ui.history_tools import download_name, offer_as
 from ui.host import describe
 
 if TYPE_CHECKING:
+    from nstdiff.schema import RunResult
+    from nstdiff.store import HistoryEntry
     from ui.host import Host
 
 log = logging.getLogger(__name__)
@@ -90,12 +92,25 @@ def progress_reporter(progress: gr.Progress, watch: Watch | None = None) -> Watc
 
 
 def live_run(app: "Host", request: Any, caller: gr.Request, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
-    """`app.execute` as (picture, text) outputs: for a browser, each live preview while it runs (the run goes on in
-    a worker thread, so the handler can stream), then the result and its description."""
-    if not in_browser(caller):
-        entry, result = app.execute(request, caller, progress)
+    """`app.execute` as (picture, text) outputs: for a browser, each live preview while it runs, then the result
+    (named after the inputs) and its description."""
+    entry, result, shown = yield from previews_while_running(app, request, caller, progress)
+    if not in_browser(caller):  # an API caller gets the history's file, as it always did
         yield str(entry.output), describe(result)
         return
+    # the page's download is named after the inputs (photo-starry_night-gram.png), not the history's id
+    yield offer_as(entry.output, download_name(request, result.method, result.suffix)), describe(result)
+    if shown is not None:
+        forget(shown)
+
+
+def previews_while_running(app: "Host", request: Any, caller: gr.Request, progress: gr.Progress
+                           ) -> Generator[tuple[str, str], None, tuple["HistoryEntry", "RunResult", Path | None]]:
+    """`app.execute`, yielding (preview file, text) for each live preview when the caller is a browser (the run goes
+    on in a worker thread, so the handler can stream); returns the history entry, the result and the preview still
+    on the page (the caller forgets it once the result has replaced it)."""
+    if not in_browser(caller):
+        return (*app.execute(request, caller, progress), None)
     events: queue.Queue[ProgressEvent | None] = queue.Queue()
     pace, outcome = Pace(), {}
 
@@ -130,11 +145,7 @@ def live_run(app: "Host", request: Any, caller: gr.Request, progress: gr.Progres
         worker.join()
     if "error" in outcome:  # the last preview stays on the page under "Cancelled …" (Gradio's cache ages it out)
         raise outcome["error"]
-    entry, result = outcome["value"]
-    # the page's download is named after the inputs (photo-starry_night-gram.png), not the history's id
-    yield offer_as(entry.output, download_name(request, result.method, result.suffix)), describe(result)
-    if shown is not None:
-        forget(shown)
+    return (*outcome["value"], shown)
 
 
 def preview_file(png: bytes) -> Path:

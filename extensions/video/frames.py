@@ -1,20 +1,23 @@
-"""Running an image method on one frame of a clip: through its public `execute` (every control and check of the
-image path), or, for the optimising methods, through `transfer` with a start image and an extra loss term."""
+"""Running an image method on one frame of a clip, through its public `execute` (every control and check of the
+image path), for the optimising methods with a start image and an extra loss term."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from extensions.video.schema import VideoStyleRequest
-from nstdiff.errors import InputError
 from nstdiff.context import RunContext
-from nstdiff.imageio import load_image, resize_long_side
-from nstdiff.methods.base import STYLE_CROP, ImageJob, ImageMethod, centre_square, style_side, to_tensor
+from nstdiff.errors import InputError
+from nstdiff.imageio import load_image
+from nstdiff.methods.base import ImageMethod
 from nstdiff.registry import get_method
 from nstdiff.schema import ImageStyleRequest, ProgressEvent
+
+if TYPE_CHECKING:
+    import torch
 
 
 def image_method(name: str) -> ImageMethod:
@@ -35,7 +38,6 @@ class FrameRunner:
         # frames report only their status lines: the run's progress is counted in frames (`VideoStyleMethod`)
         self.context = RunContext(context.settings, context.device, context.seed, _messages_of(context),
                                   context.cancel, preview_every=float("inf"))
-        self._styles: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     def image_request(self, frame: np.ndarray, **options) -> ImageStyleRequest:
         r = self.request
@@ -44,36 +46,13 @@ class FrameRunner:
             prompt=r.prompt, size=max(frame.shape[:2]), steps=r.steps, seed=self.context.seed, encoder=r.encoder,
             controls={"strength": r.strength} if r.strength is not None else {}, options={**r.options, **options})
 
-    def stylize(self, frame: np.ndarray) -> np.ndarray:
-        """The method's result for `frame` (uint8 RGB), as float32 RGB in 0…1."""
-        result = self.method.execute(self.image_request(frame), self.context)
-        return np.asarray(result.image, np.float32) / 255
-
-    def optimise(self, frame: np.ndarray, start: np.ndarray | None,
-                 extra_loss: Callable[[torch.Tensor], torch.Tensor] | None) -> np.ndarray:
-        """An optimising method's result for `frame`, starting from `start` (float RGB; None: the method's own
-        start) with `extra_loss` added to its objective."""
+    def stylize(self, frame: np.ndarray, start: np.ndarray | None = None,
+                extra_loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+        """The method's result for `frame` (uint8 RGB), as float32 RGB in 0…1; an optimising method starts from
+        `start` (float RGB; None: its own start) with `extra_loss` added to its objective."""
         options = {} if start is None else {"init": "image", "init_image": picture(start), "pyramid_levels": 1}
-        request = self.image_request(frame, **options)
-        self.method.check_request(request)
-        styles, crops = self._style_tensors(request)
-        device = self.context.device
-        job = ImageJob(
-            content=to_tensor(Image.fromarray(frame, "RGB"), device), styles=styles, style_weights=[1.0],
-            height=frame.shape[0], width=frame.shape[1], steps=request.steps, strength=request.controls.strength,
-            encoder=request.encoder, seed=self.context.seed,
-            strength_is_default="strength" not in request.controls.model_fields_set, style_crops=crops,
-            extra_loss=extra_loss)
-        output = self.method.transfer(job, self.method.parse_options(request.options), self.context)
-        return output.image[0].detach().permute(1, 2, 0).clamp(0, 1).cpu().numpy()
-
-    def _style_tensors(self, request: ImageStyleRequest) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The style at the side the image path would scale it to, and its centre crop: made once a run."""
-        if self._styles is None:
-            side = style_side(request, self.context.settings)
-            self._styles = ([to_tensor(resize_long_side(self.style, side), self.context.device)],
-                            [to_tensor(centre_square(self.style, STYLE_CROP), self.context.device)])
-        return self._styles
+        result = self.method.execute(self.image_request(frame, **options), self.context, extra_loss)
+        return np.asarray(result.image, np.float32) / 255
 
     @property
     def notes(self) -> list[str]:

@@ -18,8 +18,8 @@ from extensions.video.result import VideoResult
 from extensions.video.schema import METHOD_NAME, VideoStyleRequest
 from extensions.video.temporal import FrameStabilizer
 from extensions.video.videoio import read_clip
-from nstdiff.errors import Cancelled
 from nstdiff.context import RunContext
+from nstdiff.errors import Cancelled
 from nstdiff.registry import Capabilities, Method, register_method
 
 
@@ -83,8 +83,9 @@ class VideoStyleMethod(Method):
             notes.append("video: the clip has no audio track")
         parameters = {**request.model_dump(mode="json"), "seed": context.seed}
         return VideoResult(
-            frames=frames, fps=clip.fps, source=request.content, audio_until=clip.cut_at, method=self.name,
-            encoder=runner.method.name, seed=context.seed, parameters=parameters, measures=measures, notes=notes,
+            frames=frames, fps=clip.fps, source=request.content, audio_from=clip.start, audio_until=clip.cut_at,
+            method=self.name, encoder=runner.method.name, seed=context.seed, parameters=parameters, measures=measures,
+            notes=notes,
             timings={"load": round(loaded - started, 3), "flow": round(flow_seconds, 3),
                      "stylize": round(stylized - loaded - flow_seconds, 3),
                      "per_frame": round((stylized - loaded) / total, 4),

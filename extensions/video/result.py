@@ -24,6 +24,7 @@ class VideoResult(RunResult):
     frames: np.ndarray = Field(description="(T, H, W, 3) uint8 RGB.")
     fps: Fraction
     source: Path = Field(description="The input clip: its audio is copied into the output.")
+    audio_from: float = Field(0.0, description="The source's time of the first frame, where its sound starts.")
     audio_until: float | None = Field(None, description="Seconds of the source's audio kept when the clip was cut "
                                       "short; None: its whole track.")
     measures: dict[str, Any] = Field(default_factory=dict, description="Warping error, scene cuts, keyframes.")
@@ -32,7 +33,7 @@ class VideoResult(RunResult):
         """Write MP4 (H.264) or WebM (VP9) by the suffix, the source's audio track copied, atomically."""
         path = check_writable(path, OUTPUT_SUFFIXES)
         return atomic_write(path, lambda part: write_video(part, path.suffix.lower(), self.frames, self.fps,
-                                                           self.source, self.audio_until,
+                                                           self.source, self.audio_from, self.audio_until,
                                                            self.metadata_json()))
 
     @property

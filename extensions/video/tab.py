@@ -10,7 +10,6 @@ import gradio as gr
 from pydantic import ValidationError
 
 from extensions.video.schema import INPUT_SUFFIXES, METHOD_NAME, VideoStyleRequest
-from nstdiff.errors import NstdiffError
 from nstdiff.errors import format_validation_error
 from ui.files import uploaded
 from ui.forms import bounds
@@ -49,7 +48,7 @@ def refill(parameters: dict[str, Any], files) -> list[Any]:
 def build_tab(app: "Host") -> list[Any]:
     from ui.history_tools import download_name, offer_as
     from ui.host import describe
-    from ui.progress import in_results
+    from ui.progress import forget, in_results, previews_while_running
 
     image_methods = [m.name for m in app.executor.methods() if m.modality == "image"]
 
@@ -58,14 +57,21 @@ def build_tab(app: "Host") -> list[Any]:
         job = video_request(clip=clip, style=style, image_method=image_method, prompt=prompt,
                             consistency=consistency, keyframe_every=keyframe_every, size=size, fps=fps,
                             max_seconds=max_seconds, strength=strength, steps=steps, seed=seed, encoder=encoder)
-        try:  # the first frame alone, at once: the look can be judged before minutes of frames
-            first = app.attempt(job.model_copy(update={"frames": 1}), request, progress).preview()
-        except NstdiffError as exc:
-            raise gr.Error(str(exc), title="Cannot run this") from None
-        yield first, None, "*First frame* · now the whole clip…", None
-        entry, result = app.execute(job, request, progress)
+        # the page sees the first stylized frame as soon as it is made (the look can be judged before minutes of
+        # frames), then a frame now and then, all from the one run
+        live = previews_while_running(app, job, request, progress)
+        while True:
+            try:
+                picture, text = next(live)
+            except StopIteration as finished:
+                entry, result, shown = finished.value
+                break
+            yield picture, None, text, None
         name = download_name(job, f"{METHOD_NAME}-{job.image_method}", result.suffix)  # walk-video-gram.mp4
-        yield first, str(entry.output), f"{result.summary()}\n\n{describe(result)}", offer_as(entry.output, name)
+        text = f"{result.summary()}\n\n{describe(result)}"
+        yield result.preview(), str(entry.output), text, offer_as(entry.output, name)
+        if shown is not None:
+            forget(shown)
 
     with gr.Tab("Video", id="video"):
         with gr.Row():
@@ -99,8 +105,8 @@ def build_tab(app: "Host") -> list[Any]:
                 with gr.Row():
                     run = gr.Button("Stylize clip", variant="primary", elem_id="video-run", scale=2)
                     stop = gr.Button("Cancel", elem_id="video-cancel", scale=1)
-                first = gr.Image(label="First stylized frame", format="png", interactive=False, height=200,
-                                 elem_id="video-first-frame")
+                first = gr.Image(label="Stylized frame (the first, then as it goes)", format="png",
+                                 interactive=False, height=200, elem_id="video-first-frame")
                 result = gr.Video(label="Result", interactive=False, elem_id="video-result")
                 info = gr.Markdown(elem_id="video-info")
                 download = gr.File(label="Download", interactive=False, elem_id="video-download")

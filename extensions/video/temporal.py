@@ -6,7 +6,8 @@ and never across a scene cut (the caller passes no motion there). `consistency` 
   optimisation, and a temporal loss c·λ · (1/D) Σ m (x − ω)² holds x to it on the reliable pixels m.
 - diffusion: one seed for every frame; between keyframes (the first, every N, each cut) img2img starts from the
   previous output warped onto the frame (blended in by c), so the noise is re-drawn around a picture that already
-  agrees; a keyframe starts from the frame itself, so drift cannot build up. Every result is then blended as below.
+  agrees, and the result is blended as below; a keyframe is the frame's own result, unblended, so drift cannot
+  build up (the price: the picture may change at a keyframe).
 - feed-forward methods: each frame's own result, blended with the warped previous output, weight c·m.
 """
 from __future__ import annotations
@@ -42,13 +43,13 @@ class FrameStabilizer:
     def render(self, index: int, frame: np.ndarray, motion: Motion | None, previous: np.ndarray | None) -> np.ndarray:
         carried = motion is not None and previous is not None and self.consistency > 0
         if self.kind == "optimising":
-            return self._optimised(frame, motion, previous) if carried else self.runner.optimise(frame, None, None)
-        if self.kind == "diffusion":  # a keyframe starts from the frame itself; its result is still held steady
-            # every N frames from the last keyframe (a scene cut is one), not from the clip's start
+            return self._optimised(frame, motion, previous) if carried else self.runner.stylize(frame)
+        if self.kind == "diffusion":  # every N frames from the last keyframe (a scene cut is one)
             keyframe = not carried or bool(self.keyframe_every and index - self.keyframes[-1] >= self.keyframe_every)
-            if keyframe:
+            if keyframe:  # the frame's own result, nothing of the last one in it: what stops drift
                 self.keyframes.append(index)
-            styled = self.runner.stylize(frame if keyframe else self._diffusion_start(frame, motion, previous))
+                return self.runner.stylize(frame)
+            styled = self.runner.stylize(self._diffusion_start(frame, motion, previous))
         else:
             styled = self.runner.stylize(frame)
         return blend(styled, previous, motion, self.consistency) if carried else styled
@@ -65,7 +66,7 @@ class FrameStabilizer:
         def temporal_loss(image: torch.Tensor) -> torch.Tensor:
             return weight * (mask * (image - target).square()).mean()
 
-        return self.runner.optimise(frame, start, temporal_loss)
+        return self.runner.stylize(frame, start, temporal_loss)
 
     def _diffusion_start(self, frame: np.ndarray, motion: Motion, previous: np.ndarray) -> np.ndarray:
         """The frame with the warped previous output laid over it where the flow holds (weight c), as uint8."""

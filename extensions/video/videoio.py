@@ -31,6 +31,7 @@ class Clip:
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
     fps: Fraction
     has_audio: bool
+    start: float = 0.0  # the source's time of the first picture: the sound from there goes with frame 0
     cut_at: float | None = None  # seconds where the clip was cut short (by a limit asked for); None: all of it
     notes: list[str] = field(default_factory=list)
 
@@ -96,7 +97,8 @@ def read_clip(path: str | Path, size: int, fps: float | None = None, max_seconds
         out_fps = Fraction(fps).limit_denominator(1001) if fps else source_fps
         count = max_frames or settings.max_video_frames
         try:
-            frames, complete = _decode(container, stream, size, out_fps if fps else None, limit, count + 1)
+            frames, start, complete = _decode(container, stream, size, out_fps, limit, count + 1,
+                                              1 / float(source_fps))
         except (av.FFmpegError, OSError, ValueError):
             raise InputError(f"{what} could not be decoded (damaged?); re-export it as {READABLE}") from None
         if not frames:
@@ -112,7 +114,8 @@ def read_clip(path: str | Path, size: int, fps: float | None = None, max_seconds
                                      + (f" of {duration:.2f} s" if duration else "")]
         if fps and out_fps != source_fps:
             notes.append(f"video: {float(source_fps):.3g} fps resampled to {float(out_fps):.3g} fps")
-        return Clip(np.stack(frames), out_fps, bool(container.streams.audio), None if complete else seconds, notes)
+        return Clip(np.stack(frames), out_fps, bool(container.streams.audio), start, None if complete else seconds,
+                    notes)
 
 
 def _check_request(what: str, size: int, max_seconds: float | None, max_frames: int | None,
@@ -143,33 +146,44 @@ def _rate(stream, duration: float | None) -> Fraction:
     return FALLBACK_FPS
 
 
-def _decode(container, stream, size: int, fps: Fraction | None, seconds: float,
-            count: int) -> tuple[list[np.ndarray], bool]:
-    """Frames as RGB arrays until `seconds` or `count`; with `fps`, one per 1/fps (the latest shown by then); and
-    whether the stream ended before either."""
+def _decode(container, stream, size: int, fps: Fraction, seconds: float, count: int,
+            frame_seconds: float) -> tuple[list[np.ndarray], float, bool]:
+    """Frames as RGB arrays, one per 1/`fps` from the stream's first picture, each the picture on screen at that
+    moment (the latest shown by then: a stream that does not start at 0 s, or whose frames come at varying times, is
+    timed by its own timestamps; the last picture stays up for `frame_seconds`), until `seconds` or `count`; the
+    time of the first picture in the stream; and whether the stream ended before either limit."""
     width, height = frame_size(stream.width, stream.height, size)
     frames: list[np.ndarray] = []
-    next_time = 0.0
+    tick = 1 / float(fps)
+    slack = min(tick, frame_seconds) / 4  # containers round times (Matroska to 1 ms): 0.167 s is frame 2 at 12 fps
+    start: float | None = None
+    shown = 0.0
+    on_screen: np.ndarray | None = None  # the latest picture, not yet given to the ticks before the next one
+
+    def fill_until(end: float) -> None:  # the ticks before `end` show the picture on screen
+        while len(frames) < count and len(frames) * tick < min(end - slack, seconds - 1e-6):
+            frames.append(on_screen)
+
     stream.thread_type = "AUTO"
     for index, frame in enumerate(container.decode(stream)):
-        shown = frame.time if frame.time is not None else index / float(fps or FALLBACK_FPS)
+        time = frame.time if frame.time is not None else index * frame_seconds
+        start = time if start is None else start
+        shown = time - start
+        if on_screen is not None:
+            fill_until(shown)
         if shown >= seconds - 1e-6 or len(frames) >= count:
-            return frames, False
-        picture = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
-        if fps is None:
-            frames.append(picture)
-            continue
-        while next_time <= shown + 1e-6 and next_time < seconds - 1e-6 and len(frames) < count:
-            frames.append(picture)
-            next_time = len(frames) / float(fps)
-    return frames, True
+            return frames, start, False
+        on_screen = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+    if on_screen is not None:
+        fill_until(shown + frame_seconds)
+    return frames, start or 0.0, True
 
 
-def write_video(part: Path, suffix: str, frames: np.ndarray, fps: Fraction, source: Path, audio_until: float | None,
-                comment: str) -> None:
-    """Encode `frames` into `part` as the container `suffix` names, with `source`'s first audio track (up to
-    `audio_until` seconds; None: all): its packets copied unchanged where the container takes the codec, re-encoded
-    otherwise."""
+def write_video(part: Path, suffix: str, frames: np.ndarray, fps: Fraction, source: Path, audio_from: float,
+                audio_until: float | None, comment: str) -> None:
+    """Encode `frames` into `part` as the container `suffix` names, with `source`'s first audio track from
+    `audio_from` seconds (the first frame's time in the source) for `audio_until` seconds (None: to its end): its
+    packets copied unchanged where the container takes the codec, re-encoded otherwise."""
     import av
 
     codec, options = VIDEO_CODEC[suffix]
@@ -178,7 +192,7 @@ def write_video(part: Path, suffix: str, frames: np.ndarray, fps: Fraction, sour
         video = out.add_stream(codec, rate=fps, options=options)
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         with _audio_source(source) as audio_in:
-            copier = _AudioCopier(out, audio_in, suffix, audio_until) if audio_in is not None else None
+            copier = _AudioCopier(out, audio_in, suffix, audio_from, audio_until) if audio_in is not None else None
             for index, array in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(array, format="rgb24")
                 frame.pts, frame.time_base = index, 1 / fps
@@ -196,10 +210,12 @@ def _audio_source(source: Path):
 
 
 class _AudioCopier:
-    """Adds the output's audio stream at once (a muxer wants every stream before its header), fills it in `run`."""
+    """Adds the output's audio stream at once (a muxer wants every stream before its header), fills it in `run` with
+    the source's sound from `start` seconds on (moved to time 0, where the first frame is) for `length` seconds."""
 
-    def __init__(self, out, source, suffix: str, until: float | None):
-        self.source, self.until, self.out = source, float("inf") if until is None else until, out
+    def __init__(self, out, source, suffix: str, start: float, length: float | None):
+        self.source, self.out = source, out
+        self.start, self.until = start, float("inf") if length is None else start + length
         self.stream_in = source.streams.audio[0]
         self.copy = self.stream_in.codec_context.name in COPYABLE_AUDIO[suffix]
         if self.copy:
@@ -212,11 +228,16 @@ class _AudioCopier:
 
     def run(self) -> None:
         if self.copy:
+            shift = round(self.start / self.stream_in.time_base) if self.stream_in.time_base else 0
             for packet in self.source.demux(self.stream_in):
                 if packet.dts is None or packet.pts is None:
                     continue  # the demuxer's flush packet
-                if packet.pts * packet.time_base >= self.until:
+                seconds = packet.pts * packet.time_base
+                if seconds < self.start - 1e-6:
+                    continue  # sound from before the first picture
+                if seconds >= self.until:
                     break
+                packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
                 packet.stream = self.stream_out
                 self.out.mux(packet)
             return
@@ -225,9 +246,11 @@ class _AudioCopier:
         resampler = av.AudioResampler(format=self.stream_out.format, layout=self.stream_out.layout,
                                       rate=self.stream_out.rate)
         for frame in self.source.decode(self.stream_in):
+            if frame.time is not None and frame.time < self.start - 1e-6:
+                continue
             if frame.time is not None and frame.time >= self.until:
                 break
             for chunk in resampler.resample(frame):
-                chunk.pts = None
+                chunk.pts = None  # the encoder numbers the samples from 0: the first frame's time
                 self.out.mux(self.stream_out.encode(chunk))
         self.out.mux(self.stream_out.encode(None))

@@ -30,7 +30,8 @@ def progress_printer(quiet: bool):
             return
         bar = state.get("bar")
         if bar is None:
-            bar = state["bar"] = tqdm(total=event.total, unit="step", file=sys.stderr, dynamic_ncols=True)
+            unit = "frame" if event.stage == "frames" else "step"  # a video counts its frames
+            bar = state["bar"] = tqdm(total=event.total, unit=unit, file=sys.stderr, dynamic_ncols=True)
         bar.update(event.step - bar.n)
         if event.losses:
             bar.set_postfix({k: f"{v:.3g}" for k, v in event.losses.items()}, refresh=False)

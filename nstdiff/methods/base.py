@@ -130,7 +130,9 @@ class ImageMethod(Method):
         """A method's own estimate for `estimate_memory`, before the margin."""
         return None
 
-    def execute(self, request: ImageStyleRequest, context: RunContext) -> StyleResult:
+    def execute(self, request: ImageStyleRequest, context: RunContext,
+                extra_loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StyleResult:
+        """Run `request`; `extra_loss` is a term an optimising method adds to its objective (`ImageJob.extra_loss`)."""
         started = time.perf_counter()
         self.check_request(request)
         options = self.parse_options(request.options)
@@ -170,6 +172,7 @@ class ImageMethod(Method):
             strength_is_default="strength" not in controls.model_fields_set,
             style_scale=controls.style_scale,
             style_crops=crops,
+            extra_loss=extra_loss,
         )
         loaded = time.perf_counter()
         output = self.transfer(job, options, context)
@@ -179,7 +182,7 @@ class ImageMethod(Method):
             image = color.finish(controls.preserve_color, image, original_content)
             if job.regions is not None and job.regions.keep.any():
                 image = keep_untouched(image, original_content, job.regions.keep.to(image))
-        resolved = request.model_dump(mode="json")
+        resolved = request.model_dump(mode="json", exclude={"options"})  # (options: their resolved model, below)
         resolved.update(seed=context.seed, encoder=output.encoder or request.encoder)
         resolved["options"] = (output.options or options).model_dump(mode="json")
         finished = time.perf_counter()

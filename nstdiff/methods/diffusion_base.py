@@ -41,7 +41,7 @@ class DiffusionMethod(ImageMethod):
 
     # -- the shared run ------------------------------------------------------------------------------------------
 
-    def execute(self, request: Any, context: RunContext) -> Any:
+    def execute(self, request: Any, context: RunContext, extra_loss: Any = None) -> Any:
         # options a catalogue family cannot honour, a missing model part or a misspelt or damaged LoRA are reported
         # now, not after minutes of loading the model and the images (or of a chain's classic stage)
         from nstdiff.loras import get_lora
@@ -54,7 +54,7 @@ class DiffusionMethod(ImageMethod):
             get_lora(use.name, context.settings)
         for ref in self.required_models(options, context.settings):
             require(ref, context.settings)
-        return super().execute(request, context)
+        return super().execute(request, context, extra_loss)
 
     def check_request(self, request: ImageStyleRequest) -> None:
         super().check_request(request)
