@@ -1,7 +1,8 @@
 """Gram-matrix optimisation (Gatys, Ecker & Bethge 2016, "Image Style Transfer Using Convolutional Neural Networks").
 
 The output image x is optimised directly so that its deep features match the content's (`FeatureContentLoss`) and its
-feature correlations match the styles' (`GramStyleLoss`), with a total-variation smoother. To reach large outputs
+feature correlations match the styles' (`GramStyleLoss`; or, with `style_loss="mrf"`, its feature patches match their
+nearest style patches: `MRFStyleLoss`, Li & Wand 2016), with a total-variation smoother. To reach large outputs
 within memory and time it runs coarse-to-fine: each pyramid level starts from the upsampled result of the one below.
 """
 from __future__ import annotations
@@ -142,17 +143,17 @@ class GramMethod(ImageMethod):
                     targets = net(resize(job.content, height, width), options.content_layers)
                 content_loss = FeatureContentLoss(targets)
             with torch.no_grad():
-                targets = {layer: [] for layer in style_layers}  # a Gram matrix, or the features for mrf
+                style_targets = {layer: [] for layer in style_layers}  # a Gram matrix, or the features for mrf
                 for style in job.styles:
                     sh, sw = style.shape[-2:]
                     scaled = resize(style, max(16, round(sh * factor)), max(16, round(sw * factor)))
                     for layer, feature in net(scaled, style_layers).items():
-                        targets[layer].append(feature if mrf else gram_matrix(feature))
+                        style_targets[layer].append(feature if mrf else gram_matrix(feature))
             regions = job.regions.at(height, width).styles.to(image) if job.regions is not None else None
             if mrf:
-                style_loss = MRFStyleLoss(targets, layer_weights, regions, job.style_weights, options.mrf_patches)
+                style_loss = MRFStyleLoss(style_targets, layer_weights, regions, job.style_weights, options.mrf_patches)
             else:
-                style_loss = GramStyleLoss(targets, layer_weights, regions, job.style_weights)
+                style_loss = GramStyleLoss(style_targets, layer_weights, regions, job.style_weights)
             layers = [*style_layers, *(options.content_layers if content_loss else [])]
 
             def objective() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
