@@ -32,7 +32,7 @@ LAYERS = {
     "nstdiff.registry": 3,
     # shared services
     "nstdiff.models": 2, "nstdiff.controls": 2, "nstdiff.diffusion": 2, "nstdiff.loras": 2, "nstdiff.kohya": 2,
-    "nstdiff.store": 2, "nstdiff.losses": 2, "nstdiff.pyramid": 2, "nstdiff.optimise": 2,
+    "nstdiff.store": 2, "nstdiff.losses": 2, "nstdiff.losses_mrf": 2, "nstdiff.pyramid": 2, "nstdiff.optimise": 2,
     "nstdiff.library": 2, "nstdiff.training.background": 2, "nstdiff.training.lora_data": 2,
     "nstdiff.training.fast_style_data": 2, "extensions": 2,
     # requests, results and what a run carries (with the small preview pictures it sends)

@@ -53,9 +53,11 @@ def _label(pixels: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def load_region_masks(
-    mask: Path | Image.Image, content_size: tuple[int, int], n_styles: int, colors: list[str] | None, settings=None
+    mask: Path | Image.Image, content_size: tuple[int, int], n_styles: int, colors: list[str] | None, settings=None,
+    names: list[str] | None = None,
 ) -> RegionMasks:
-    """Parse a painted mask into per-style regions; `content_size` is the content image's (width, height)."""
+    """Parse a painted mask into per-style regions; `content_size` is the content image's (width, height); `names`
+    says what each region is, for the error a person sees (default: style 1, style 2 …)."""
     from nstdiff.imageio import load_image
 
     image = load_image(mask, "mask", settings)
@@ -81,10 +83,11 @@ def load_region_masks(
         odd = pixels[unknown][:100_000].astype(int)
         values, counts = np.unique(odd, axis=0, return_counts=True)
         top = ", ".join("#%02x%02x%02x" % tuple(values[i]) for i in np.argsort(-counts)[:3])
-        names = ", ".join(f"style {i + 1} = {c}" for i, c in enumerate(colors))
+        legend = ", ".join(f"{name} = {c}" for name, c in zip(names or [f"style {i + 1}" for i in range(n_styles)],
+                                                               colors))
         raise InputError(
             f"mask has colours that are not in its palette ({unknown.mean():.0%} of pixels, e.g. {top}); "
-            f"paint with {names}, and black for untouched"
+            f"paint with {legend}, and black for untouched"
         )
     onehot = np.eye(len(palette_hex), dtype=np.float32)[nearest].reshape(image.height, image.width, -1)
     masks = torch.from_numpy(onehot).permute(2, 0, 1).contiguous()

@@ -110,6 +110,10 @@ class ImageMethod(Method):
         if controls.mask is not None and request.content is None:
             raise InputError("a mask needs a content image (it marks regions of the content)")
 
+    def mask_regions(self, request: ImageStyleRequest) -> list[str]:
+        """What each colour of a region mask stands for, besides black (untouched): by default one region per style."""
+        return [f"style {index + 1}" for index in range(len(request.styles))]
+
     @staticmethod
     def check_size(request: ImageStyleRequest, settings: Settings) -> None:
         if request.size > settings.max_output_side:
@@ -144,8 +148,9 @@ class ImageMethod(Method):
         regions = None
         if content_image is not None:
             if controls.mask is not None:
-                regions = load_region_masks(controls.mask, content_image.size, len(style_images),
-                                            controls.mask_colors, settings)
+                names = self.mask_regions(request)
+                regions = load_region_masks(controls.mask, content_image.size, len(names), controls.mask_colors,
+                                            settings, names=names)
             content_image = resize_long_side(content_image, request.size)
             width, height = content_image.size
         else:

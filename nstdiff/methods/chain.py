@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from nstdiff.context import RunContext
-from nstdiff.methods.base import ImageJob, TransferOutput
+from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, keep_untouched
 from nstdiff.methods.diffusion_options import DiffusionOptions
 from nstdiff.methods.diffusion_text import DiffusionTextMethod
 from nstdiff.methods.footprint import Footprint
@@ -49,9 +49,13 @@ class ChainMethod(DiffusionTextMethod):
     title = "Classic + diffusion refinement"
     description = "AdaIN or Gram with the style image, then a low-strength diffusion pass over its result."
     options_model = ChainOptions
-    capabilities = Capabilities(needs_content=True, color_controls=True, needs_gpu=True, uses_encoder=True,
-                                prompt="optional")
+    capabilities = Capabilities(needs_content=True, masks=True, color_controls=True, needs_gpu=True,
+                                uses_encoder=True, prompt="optional")
     default_prompt = "a painting, masterpiece, fine brush strokes"
+
+    def mask_regions(self, request: ImageStyleRequest) -> list[str]:
+        """A region per style, as the classic stage paints them; the refinement restyles all of them together."""
+        return ImageMethod.mask_regions(self, request)
 
     def peak_bytes(self, request: ImageStyleRequest, options: ChainOptions, shape: Footprint,
                    settings: Settings) -> float:
@@ -63,8 +67,11 @@ class ChainMethod(DiffusionTextMethod):
         first = get_method(options.first)
         classic = first.transfer(job, first.parse_options(options.first_options), context)
         context.notes.append(f"chain: {options.first} ({classic.encoder}) first, then a diffusion refinement")
+        painted = classic.image.clamp(0, 1).detach()
+        if job.regions is not None and job.regions.keep.any():  # the refinement starts from, and keeps, the photo there
+            painted = keep_untouched(painted, job.content, job.regions.keep.to(painted))
         # the refinement uses the diffusion model's own schedule, not the classic method's step count
-        refine = replace(job, content=classic.image.clamp(0, 1).detach(), strength=options.refine_strength,
+        refine = replace(job, content=painted, strength=options.refine_strength,
                          strength_is_default=False, steps=None)
         refined = super().transfer(refine, options, context)
         refined.losses = classic.losses

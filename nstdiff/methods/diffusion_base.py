@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from nstdiff.context import RunContext
+from nstdiff.diffusion.blending import LatentBlend
 from nstdiff.diffusion.pipelines import PIPELINES, LoadedModel, prepare, run_with_memory_retry
 from nstdiff.diffusion.presets import get_preset
 from nstdiff.diffusion.structure import load_controlnet, structure_image
@@ -55,6 +56,10 @@ class DiffusionMethod(ImageMethod):
         for ref in self.required_models(options, context.settings):
             require(ref, context.settings)
         return super().execute(request, context, extra_loss)
+
+    def mask_regions(self, request: ImageStyleRequest) -> list[str]:
+        """One prompt or reference restyles one area: a mask marks it in white (black: untouched)."""
+        return ["the area to change"]
 
     def check_request(self, request: ImageStyleRequest) -> None:
         super().check_request(request)
@@ -206,10 +211,18 @@ class DiffusionMethod(ImageMethod):
 
         controlnet = load_controlnet(model, options.structure, context)
         extra = {"controlnet": controlnet} if controlnet is not None else {}
+        blend = None
+        if job.content is not None and job.regions is not None and job.regions.keep.any():
+            change = 1 - job.regions.keep
+            if not change.any():
+                context.notes.append("the mask marks nothing to change; the content is returned unchanged")
+                return self.content_image(job, size)
+            blend = LatentBlend(self.content_image(job, size), change, context.seed)
         arguments.update(prompt=prompting.prompt, negative_prompt=prompting.negative,
                          num_inference_steps=schedule.steps, guidance_scale=schedule.guidance,
-                         generator=self.generator(context), callback_on_step_end=self.step_callback(context))
-        if job.content is None:  # (structure needs a content image: `check_request`)
+                         generator=self.generator(context),
+                         callback_on_step_end=self.step_callback(context, blend=blend))
+        if job.content is None:  # (structure needs a content image: `check_request`; a mask: the base's)
             pipe = AutoPipelineForText2Image.from_pipe(model.pipeline, **extra)
             arguments.update(width=size[0], height=size[1])
         else:
@@ -234,14 +247,16 @@ class DiffusionMethod(ImageMethod):
         return torch.Generator("cpu").manual_seed(context.seed)
 
     @staticmethod
-    def step_callback(context: RunContext, stage: str = "denoise"):
+    def step_callback(context: RunContext, stage: str = "denoise", blend: LatentBlend | None = None):
         """Progress per denoising step, with a live preview from the latents when one is due (a linear map, no VAE
         pass; none for latents that are not Stable Diffusion's four channels); cancellation raises out of the pipeline
-        between steps."""
+        between steps. With a region mask, `blend` first puts the photo back outside it (blended latent diffusion)."""
         from nstdiff.preview import latent_preview
 
         def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
             total = getattr(pipe, "_num_timesteps", None) or step + 1
+            if blend is not None:
+                callback_kwargs["latents"] = blend(pipe, step, callback_kwargs["latents"])
             latents = callback_kwargs.get("latents")
             preview = latent_preview(latents) if latents is not None and context.wants_preview() else None
             context.step(step + 1, total, stage=stage, preview=preview)

@@ -61,7 +61,7 @@ class DiffusionReferenceMethod(DiffusionMethod):
     title = "Style reference (IP-Adapter)"
     description = "Restyle a photo like a reference image (IP-Adapter + InstantStyle); optional ControlNet."
     options_model = ReferenceOptions
-    capabilities = Capabilities(color_controls=True, needs_gpu=True, prompt="optional")
+    capabilities = Capabilities(masks=True, color_controls=True, needs_gpu=True, prompt="optional")
     default_prompt = "best quality, high quality"
 
     def check_request(self, request: ImageStyleRequest) -> None:

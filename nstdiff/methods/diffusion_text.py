@@ -23,7 +23,8 @@ class DiffusionTextMethod(DiffusionMethod):
     title = "Text style (diffusion)"
     description = "Restyle a photo from a text prompt or preset (img2img, optional ControlNet); txt2img without one."
     options_model = DiffusionOptions
-    capabilities = Capabilities(color_controls=True, needs_gpu=True, style_images="unused", prompt="required")
+    capabilities = Capabilities(masks=True, color_controls=True, needs_gpu=True, style_images="unused",
+                                prompt="required")
 
     def generate(self, model: LoadedModel, job: ImageJob, options: DiffusionOptions, prompting: Prompting,
                  schedule: Schedule, size: tuple[int, int], context: RunContext) -> Image.Image:

@@ -125,3 +125,23 @@ def optimising_run_bytes(shape: Footprint, profile: EncoderProfile, pyramid_leve
                                                   if optimizer == "lbfgs" else 0)
         peak = max(peak, height * width * FLOAT_BYTES * (factor * profile.kept + 3 * vectors))
     return shape.fixed_bytes(profile) + peak
+
+
+def mrf_search_bytes(shape: Footprint, encoder: str, layers: Iterable[str], patches: int) -> float:
+    """What the MRF patch loss (`losses_mrf`) adds to a Gram run at the finest level: each style's patch rows, raw and
+    normalised (S × `patches` × 9C × 2), and its features; per evaluation, the matched patches and their weighted
+    copy (2 × 9C per output position) and one chunk of the search's responses, for the widest layer; the folded
+    targets autograd keeps until the backward pass, for every layer."""
+    from nstdiff.losses_mrf import SEARCH_CHUNK
+
+    divisor = 4 if encoder == "random" else 1  # load_encoder's `random`: ¼ wide
+    known = layer_names(ENCODERS[encoder].arch)
+    held = transient = 0.0
+    for layer in filter(known.__contains__, layers):  # (the run names an unknown layer)
+        block = int(layer[4])
+        channels, scale = WIDTHS[block - 1] // divisor, 4 ** (block - 1)
+        positions = shape.pixels / scale
+        held += len(shape.style_pixels) * patches * 9 * channels * 2 + channels * sum(shape.style_pixels) / scale
+        held += (channels + 1) * positions
+        transient = max(transient, (2 * 9 * channels + SEARCH_CHUNK) * positions)
+    return FLOAT_BYTES * (held + transient)

@@ -1,7 +1,8 @@
 """Gram-matrix optimisation (Gatys, Ecker & Bethge 2016, "Image Style Transfer Using Convolutional Neural Networks").
 
 The output image x is optimised directly so that its deep features match the content's (`FeatureContentLoss`) and its
-feature correlations match the styles' (`GramStyleLoss`), with a total-variation smoother. To reach large outputs
+feature correlations match the styles' (`GramStyleLoss`; or, with `style_loss="mrf"`, its feature patches match their
+nearest style patches: `MRFStyleLoss`, Li & Wand 2016), with a total-variation smoother. To reach large outputs
 within memory and time it runs coarse-to-fine: each pyramid level starts from the upsampled result of the one below.
 """
 from __future__ import annotations
@@ -17,8 +18,9 @@ from nstdiff.errors import InputError
 from nstdiff.imageio import load_image
 from nstdiff.losses import (STYLE_LAYER_WEIGHTS, STYLE_LAYERS, FeatureContentLoss, GramStyleLoss, gram_matrix,
                             strength_weights, total_variation)
+from nstdiff.losses_mrf import MRF_LAYERS, MRFStyleLoss
 from nstdiff.methods.base import ImageJob, ImageMethod, TransferOutput, autocast_dtype, to_tensor
-from nstdiff.methods.footprint import Footprint, encoder_profile, optimising_run_bytes
+from nstdiff.methods.footprint import Footprint, encoder_profile, mrf_search_bytes, optimising_run_bytes
 from nstdiff.models.encoders import choose_encoder
 from nstdiff.optimise import optimise_image
 from nstdiff.pyramid import level_steps, pyramid_sizes, resize, upsample_with_detail
@@ -57,6 +59,13 @@ class GramOptions(Frozen):
         "content", description="Start from the photo, noise, an image, or the feed-forward network's result.")
     init_image: ImageRef | None = None
     pyramid_levels: int | None = Field(None, ge=1, le=6, description="None: auto (coarsest side ≥ 128 px).")
+    style_loss: Literal["gram", "mrf"] = Field(
+        "gram", description="gram: match feature correlations (Gatys); mrf: match each 3×3 feature patch to its nearest "
+                            "style patch (Li & Wand 2016), which keeps blended styles distinct instead of mixed.")
+    mrf_layers: list[str] = Field(list(MRF_LAYERS), min_length=1, max_length=8,
+                                  description="The layers whose patches style_loss=mrf matches (equal weights).")
+    mrf_patches: int = Field(1024, ge=16, le=8192, description="Style patches per style and layer for mrf, on a grid: "
+                             "bounds its nearest-neighbour search's time and memory.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="The encoder's arithmetic (losses stay float32): auto = bf16 on CPUs with bf16 kernels and "
                             "on CUDA (about twice as fast per step), fp32 elsewhere.")
@@ -80,10 +89,15 @@ class GramMethod(ImageMethod):
 
     def peak_bytes(self, request: ImageStyleRequest, options: GramOptions, shape: Footprint,
                    settings: Settings) -> float:
-        layers = [*options.style_layers, *(options.content_layers if request.content is not None else [])]
-        profile = encoder_profile(choose_encoder(request.encoder, settings)[0], layers)
-        return optimising_run_bytes(shape, profile, options.pyramid_levels, request.steps or self.default_steps,
+        style_layers = options.mrf_layers if options.style_loss == "mrf" else options.style_layers
+        layers = [*style_layers, *(options.content_layers if request.content is not None else [])]
+        encoder = choose_encoder(request.encoder, settings)[0]
+        profile = encoder_profile(encoder, layers)
+        peak = optimising_run_bytes(shape, profile, options.pyramid_levels, request.steps or self.default_steps,
                                     options.optimizer, ACTIVATION_FACTOR)
+        if options.style_loss == "mrf":
+            peak += mrf_search_bytes(shape, encoder, options.mrf_layers, options.mrf_patches)
+        return peak
 
     def transfer(self, job: ImageJob, options: GramOptions, context: RunContext) -> TransferOutput:
         if options.init == "image" and options.init_image is None:
@@ -95,16 +109,21 @@ class GramMethod(ImageMethod):
             )
         encoder = self.encoder(job, context)
         net = encoder.module
-        net.check_layers([*options.content_layers, *options.style_layers])
+        mrf = options.style_loss == "mrf"
+        style_layers = options.mrf_layers if mrf else options.style_layers
+        net.check_layers([*options.content_layers, *style_layers])
         content_weight, style_weight = strength_weights(job.strength)
         content_weight = options.content_weight if options.content_weight is not None else content_weight
         style_weight = options.style_weight if options.style_weight is not None else style_weight
         if job.content is None:
             content_weight = 0.0  # texture synthesis
-        layer_weights = options.style_layer_weights or [STYLE_LAYER_WEIGHTS.get(l, 1.0) for l in options.style_layers]
+        if mrf:
+            layer_weights = [1.0] * len(style_layers)  # Li & Wand weigh their patch layers equally
+        else:
+            layer_weights = options.style_layer_weights or [STYLE_LAYER_WEIGHTS.get(l, 1.0) for l in style_layers]
         dtype = autocast_dtype(options.precision, context.device, cuda_auto=torch.bfloat16)
         total_layer_weight = sum(layer_weights)
-        layer_weights = {l: w / total_layer_weight for l, w in zip(options.style_layers, layer_weights)}
+        layer_weights = {l: w / total_layer_weight for l, w in zip(style_layers, layer_weights)}
 
         sizes = pyramid_sizes(job.height, job.width, options.pyramid_levels)
         steps = level_steps(job.steps or self.default_steps, len(sizes))
@@ -124,15 +143,18 @@ class GramMethod(ImageMethod):
                     targets = net(resize(job.content, height, width), options.content_layers)
                 content_loss = FeatureContentLoss(targets)
             with torch.no_grad():
-                grams = {layer: [] for layer in options.style_layers}
+                style_targets = {layer: [] for layer in style_layers}  # a Gram matrix, or the features for mrf
                 for style in job.styles:
                     sh, sw = style.shape[-2:]
                     scaled = resize(style, max(16, round(sh * factor)), max(16, round(sw * factor)))
-                    for layer, feature in net(scaled, options.style_layers).items():
-                        grams[layer].append(gram_matrix(feature))
+                    for layer, feature in net(scaled, style_layers).items():
+                        style_targets[layer].append(feature if mrf else gram_matrix(feature))
             regions = job.regions.at(height, width).styles.to(image) if job.regions is not None else None
-            style_loss = GramStyleLoss(grams, layer_weights, regions, job.style_weights)
-            layers = [*options.style_layers, *(options.content_layers if content_loss else [])]
+            if mrf:
+                style_loss = MRFStyleLoss(style_targets, layer_weights, regions, job.style_weights, options.mrf_patches)
+            else:
+                style_loss = GramStyleLoss(style_targets, layer_weights, regions, job.style_weights)
+            layers = [*style_layers, *(options.content_layers if content_loss else [])]
 
             def objective() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
                 with torch.autocast(context.device.type, dtype=dtype, enabled=dtype is not None):
