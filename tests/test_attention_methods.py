@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from nstdiff import ImageStyleRequest, stylize
-from nstdiff.diffusion.attention import (InjectionState, SharedAttentionProcessor, StyleIDProcessor, installed,
-                                         self_attention_layers)
+from nstdiff.diffusion.attention import (
+    InjectionState,
+    SharedAttentionProcessor,
+    StyleIDProcessor,
+    installed,
+    self_attention_layers,
+)
 from nstdiff.diffusion.pipelines import PIPELINES
 from nstdiff.errors import Cancelled, InputError
 from nstdiff.settings import reload_settings
@@ -132,9 +137,9 @@ def test_inversion_records_every_injected_timestep_of_the_denoising(models):
         assert set(state.cache) == {(name, t) for name in layers for t in timesteps}
         assert all(set(entry) == {"key", "value"} for entry in state.cache.values())
     assert len(trajectory) == STEPS + 1 and not state.cache  # the cache goes with the processors
-    with pytest.raises(ValueError, match="has no attention layers"):
-        with installed(pipe.unet, {"nowhere.attn1.processor": StyleIDProcessor("x", state, 0, 1)}, state):
-            pass
+    nowhere = {"nowhere.attn1.processor": StyleIDProcessor("x", state, 0, 1)}
+    with pytest.raises(ValueError, match="has no attention layers"), installed(pipe.unet, nowhere, state):
+        pass
 
 
 @pytest.mark.parametrize("method, change, message", [
@@ -145,7 +150,7 @@ def test_inversion_records_every_injected_timestep_of_the_denoising(models):
     ("diffusion-styleid", {"options": {"gamma": 2}}, "gamma: Input should be less than or equal to 1"),
 ])
 def test_requests_they_cannot_honour_are_refused_up_front(images, method, change, message):
-    fields = dict(method=method, content=images["content"], styles=[images["red"]], size=64, steps=STEPS)
+    fields = {"method": method, "content": images["content"], "styles": [images["red"]], "size": 64, "steps": STEPS}
     fields.update({key: [images[s] for s in value] if key == "styles" else value for key, value in change.items()})
     with pytest.raises(InputError, match=message):  # no models folder here: refused before anything is looked for
         stylize(ImageStyleRequest(**fields))
