@@ -65,6 +65,23 @@ def test_processors_sit_on_exactly_the_layers_asked_and_the_unet_is_restored(mod
     assert plain(images) == before_image  # a plain run after is bit-identical to one before
 
 
+def test_attention_slicing_stays_on_the_other_layers_and_comes_back(models, images, monkeypatch):
+    from diffusers.models.attention_processor import SlicedAttnProcessor
+
+    monkeypatch.setenv("NSTDIFF_ATTENTION_SLICING", "1")
+    reload_settings()
+    seen = []
+    stylize(request(images, injection_layers=2),
+            progress=lambda event: seen.append(unet().attn_processors) if event.stage == "denoise" else None)
+    wanted = self_attention_layers(unet(), decoder_only=True)[-2:]
+    during = seen[0]
+    assert all(isinstance(p, StyleIDProcessor if name in wanted else SlicedAttnProcessor)
+               for name, p in during.items())
+    after = unet().attn_processors
+    assert all(after[name] is p for name, p in during.items() if name not in wanted)
+    assert all(isinstance(after[name], SlicedAttnProcessor) for name in wanted)
+
+
 @pytest.mark.parametrize("method", ["diffusion-styleid", "diffusion-stylealigned"])
 def test_the_result_follows_the_style_image_and_repeats_per_seed(models, images, method):
     red = run(images, method)
