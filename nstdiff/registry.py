@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 BUILTIN_MODULES = ("nstdiff.methods.gram", "nstdiff.methods.adain", "nstdiff.methods.feedforward",
                    "nstdiff.methods.fast_style", "nstdiff.methods.diffusion_text",
-                   "nstdiff.methods.diffusion_reference", "nstdiff.methods.chain")
+                   "nstdiff.methods.diffusion_reference", "nstdiff.methods.diffusion_styleid",
+                   "nstdiff.methods.diffusion_stylealigned", "nstdiff.methods.chain")
 ENTRY_POINT_GROUP = "nstdiff.methods"
 COMMANDS_GROUP = "nstdiff.commands"
 TABS_GROUP = "nstdiff.tabs"

@@ -130,7 +130,8 @@ def test_use_these_settings_fills_text_style_and_style_reference(isolated_settin
     assert shown[1:11] == ["ukiyo-e woodblock", "none", "people", 0.6, "none", "sd15", False, 64, 3, 5]
     shown = refilled("diffusion-reference", "Style reference")
     assert [Path(shown[0]).name, Path(shown[1]).name] == ["beach.png", "poster.png"]
-    assert shown[2:] == ["a harbour", "full", 0.7, 0.9, "none", "sd15", False, 64, 3, 6]
+    assert shown[2:13] == ["a harbour", "full", 0.7, 0.9, "none", "sd15", False, 64, 3, 6, "diffusion-reference"]
+    assert all(v == gr.update() for v in shown[13:])  # the attention techniques' knobs are left as they are
 
 
 def test_seed_dice_recycle_size_presets_and_style_pictures(app, form, uploads):

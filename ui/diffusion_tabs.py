@@ -11,7 +11,8 @@ import gradio as gr
 from nstdiff.errors import NstdiffError
 from nstdiff.schema import MAX_PROMPT_CHARS, Controls
 from ui.files import uploaded
-from ui.forms import bounds, image_request
+from ui.forms import bounds, image_request, option_fields
+from ui.image_form import option_widget
 from ui.progress import in_results
 from ui import readiness
 from ui.library_gallery import next_best, preset_thumbnails, text_library
@@ -179,16 +180,54 @@ def build_text_tab(app: "Host") -> list:
     return [job, *reruns]
 
 
+TECHNIQUES = [("IP-Adapter (InstantStyle)", "diffusion-reference"), ("StyleID (attention injection)",
+              "diffusion-styleid"), ("StyleAligned (shared attention)", "diffusion-stylealigned")]
+# each attention technique's knobs, in the order of `reference`'s parameters (their widgets come from the options)
+KNOBS = {"diffusion-styleid": ("gamma", "temperature", "injection_layers", "injection_steps", "initial_adain"),
+         "diffusion-stylealigned": ("temperature", "injection_layers", "injection_steps")}
+
+
+def technique_knobs(app: "Host") -> tuple[dict[str, gr.Group], list]:
+    """A group of knob widgets per attention technique (hidden until chosen); returns the groups and the widgets."""
+    infos = {m.name: m for m in app.executor.methods()}
+    groups, widgets = {}, []
+    for method, names in KNOBS.items():
+        fields = {f.name: f for f in option_fields(infos[method])}
+        with gr.Group(visible=False) as groups[method]:
+            widgets.extend(option_widget(fields[name]) for name in names)
+    return groups, widgets
+
+
+def knob_options(technique: str, values: tuple) -> dict[str, Any]:
+    """The chosen technique's options from all the knob widgets' values (`KNOBS` order)."""
+    offset = 0
+    for method, names in KNOBS.items():
+        if method == technique:
+            return dict(zip(names, values[offset:offset + len(names)]))
+        offset += len(names)
+    return {}
+
+
 def build_reference_tab(app: "Host") -> list:
     def reference(content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps,
-                  seed, request: gr.Request, progress=gr.Progress()):
+                  seed, technique="diffusion-reference", styleid_gamma=None, styleid_temperature=None,
+                  styleid_injection_layers=None, styleid_injection_steps=None, styleid_initial_adain=None,
+                  stylealigned_temperature=None, stylealigned_injection_layers=None,
+                  stylealigned_injection_steps=None, request: gr.Request = None, progress=gr.Progress()):
         if not style:
             raise gr.Error("Add a style reference image.", title="Check the inputs")
-        readiness.require(app, "reference", family)
-        job = diffusion_request(method="diffusion-reference", content=content, styles=[style], prompt=prompt,
-                                strength=strength, size=size, steps=steps, seed=seed,
-                                options={"mode": mode, "reference_scale": reference_scale, "structure": structure,
-                                         "model": family, "fast": fast})
+        ip_adapter = technique == "diffusion-reference"
+        readiness.require(app, "reference" if ip_adapter else "text", family)
+        options = {"structure": structure, "model": family, "fast": fast}
+        if ip_adapter:
+            options.update(mode=mode, reference_scale=reference_scale)
+        else:
+            options.update(knob_options(technique, (
+                styleid_gamma, styleid_temperature, styleid_injection_layers, styleid_injection_steps,
+                styleid_initial_adain, stylealigned_temperature, stylealigned_injection_layers,
+                stylealigned_injection_steps)))
+        job = diffusion_request(method=technique, content=content, styles=[style], prompt=prompt,
+                                strength=strength, size=size, steps=steps, seed=seed, options=options)
         yield from app.live(job, request, progress)  # live previews from the latents, then the result
 
     with gr.Tab("Style reference", id="reference") as tab:
@@ -198,29 +237,38 @@ def build_reference_tab(app: "Host") -> list:
                 content = gr.File(file_types=["image"], label="Photo (optional)", elem_id="ref-content")
                 style = gr.File(file_types=["image"], label="Style reference image", elem_id="ref-style")
                 prompt = gr.Textbox(label="Prompt (optional)", elem_id="ref-prompt")
-                mode = gr.Radio([("style only (InstantStyle)", "style"), ("style + layout", "layout"),
-                                 ("everything (plain IP-Adapter)", "full")], value="style", label="Take from the "
-                                "reference", elem_id="ref-mode")
-                reference_scale = gr.Slider(label="Reference strength", minimum=0, maximum=2, step=0.05, value=1.0,
-                                            elem_id="ref-scale")
+                technique = gr.Radio(TECHNIQUES, value="diffusion-reference", label="Technique", elem_id="ref-technique",
+                                     info="IP-Adapter needs its adapter; StyleID (a photo) and StyleAligned inject "
+                                          "the reference into the model's own attention, no add-on")
+                with gr.Group() as ip_group:
+                    mode = gr.Radio([("style only (InstantStyle)", "style"), ("style + layout", "layout"),
+                                     ("everything (plain IP-Adapter)", "full")], value="style", label="Take from the "
+                                    "reference", elem_id="ref-mode")
+                    reference_scale = gr.Slider(label="Reference strength", minimum=0, maximum=2, step=0.05,
+                                                value=1.0, elem_id="ref-scale")
+                groups, knobs = technique_knobs(app)
                 strength = gr.Slider(label="Strength", step=0.05, **{**bounds(Controls, "strength"),
                                      "info": "0 keeps the photo, 1 repaints it"}, elem_id="ref-strength")
                 family, fast, structure, size, steps, seed = _common(app, "ref")
             output, info, status, run, stop = _result_column("ref")
+    technique.change(lambda chosen: [gr.update(visible=chosen == "diffusion-reference")]
+                     + [gr.update(visible=chosen == method) for method in groups], technique,
+                     [ip_group, *groups.values()], queue=False, api_name=False, show_progress="hidden")
     stop.click(app.cancel, None, status, queue=False, api_name=False)
-    job = run.click(
-        in_results(reference), [content, style, prompt, mode, reference_scale, strength, structure, family, fast, size,
-                                steps, seed], [output, info], api_name="style_reference", show_progress_on=[info],
-        **app.gpu_queue)
+    form = [content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps, seed,
+            technique, *knobs]
+    job = run.click(in_results(reference), form, [output, info], api_name="style_reference", show_progress_on=[info],
+                    **app.gpu_queue)
     banner.wire(app, tab, family)
 
     def refill(p: dict[str, Any], files) -> list[Any]:
         options = p.get("options") or {}
         style = (p.get("styles") or [{}])[0].get("image")
+        knob_values = [options[name] if method == p["method"] and name in options else gr.update()
+                       for method, names in KNOBS.items() for name in names]
         return [files(p.get("content")) if files else gr.update(), files(style) if files else gr.update(),
                 p.get("prompt") or "", options.get("mode", "style"), options.get("reference_scale", 1.0),
-                p["controls"]["strength"], *common_values(app, p)]
+                p["controls"]["strength"], *common_values(app, p), p["method"], *knob_values]
 
-    app.refills.add("Style reference", "diffusion-reference".__eq__, [
-        content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps, seed], refill)
+    app.refills.add("Style reference", {name for _, name in TECHNIQUES}.__contains__, form, refill)
     return [job]

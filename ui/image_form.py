@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from nstdiff.registry import MethodInfo
     from ui.host import Host
 
-OWN_TABS = ("diffusion-text", "diffusion-reference")  # methods with a tab of their own, not in Image style
+# methods with a tab of their own, not in Image style
+OWN_TABS = ("diffusion-text", "diffusion-reference", "diffusion-styleid", "diffusion-stylealigned")
 
 
 def classic_methods(executor: "Executor") -> list["MethodInfo"]:
