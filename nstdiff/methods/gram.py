@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nstdiff.context import RunContext
@@ -76,6 +77,7 @@ class GramMethod(ImageMethod):
     description = "Classic neural style transfer: slow, faithful, any style, any size (coarse-to-fine)."
     options_model = GramOptions
     capabilities = Capabilities(needs_content=False, masks=True, color_controls=True, uses_encoder=True)
+    style_masks = True
     default_steps = 150  # ≈ 25-40 s at 256 px on 2 CPU cores; more steps mostly add fine texture
 
     def peak_bytes(self, request: ImageStyleRequest, options: GramOptions, shape: Footprint,
@@ -125,11 +127,14 @@ class GramMethod(ImageMethod):
                 content_loss = FeatureContentLoss(targets)
             with torch.no_grad():
                 grams = {layer: [] for layer in options.style_layers}
-                for style in job.styles:
+                for style, style_mask in zip(job.styles, job.style_masks or [None] * len(job.styles)):
                     sh, sw = style.shape[-2:]
                     scaled = resize(style, max(16, round(sh * factor)), max(16, round(sw * factor)))
                     for layer, feature in net(scaled, options.style_layers).items():
-                        grams[layer].append(gram_matrix(feature))
+                        # a style mask guides the style's Gram too (Gatys et al. 2017 §4: sky matched to sky)
+                        guide = None if style_mask is None else F.interpolate(
+                            style_mask[None, None], size=feature.shape[-2:], mode="area")[0, 0]
+                        grams[layer].append(gram_matrix(feature, guide))
             regions = job.regions.at(height, width).styles.to(image) if job.regions is not None else None
             style_loss = GramStyleLoss(grams, layer_weights, regions, job.style_weights)
             layers = [*options.style_layers, *(options.content_layers if content_loss else [])]
