@@ -1,7 +1,7 @@
 """Masks from words: phrases such as "sky" or "the dog" → a soft mask of the photo, with CLIPSeg.
 
 CLIPSeg scores each pixel's match with a phrase (a sigmoid of its logits, at 352² whatever the photo's shape); the
-scores are resized to the photo, thresholded, and the edge feathered by a Gaussian blur of `feather` pixels. Several
+scores are resized to the photo, thresholded, and the edge feathered over `feather` pixels. Several
 phrases make one region: the union of their masks. A phrase whose best score is under the threshold matched nothing:
 that is an error that says so, rather than a run that styles nothing.
 """
@@ -43,10 +43,14 @@ def phrase_scores(image: Image.Image, phrases: list[str], size: tuple[int, int],
 
 
 def feather(mask: torch.Tensor, pixels: float) -> torch.Tensor:
-    """A hard (H, W) mask with its edge softened by a Gaussian of σ = `pixels`/2 (about `pixels` each side)."""
-    if pixels <= 0:
+    """A hard (H, W) mask with its edge softened over `pixels` each side (a Gaussian of σ = `pixels`/2 cut at 2σ, so
+    nothing changes further from the edge than that)."""
+    radius = round(pixels)
+    if radius <= 0:
         return mask.float()
-    blurred = cv2.GaussianBlur(mask.float().numpy(), (0, 0), sigmaX=pixels / 2, borderType=cv2.BORDER_REPLICATE)
+    blurred = cv2.GaussianBlur(mask.float().numpy(), (2 * radius + 1, 2 * radius + 1), sigmaX=radius / 2,
+                               borderType=cv2.BORDER_REPLICATE)
+    blurred[blurred < 1e-6], blurred[blurred > 1 - 1e-6] = 0, 1  # rounding: what the blur did not reach is exact
     return torch.from_numpy(np.clip(blurred, 0, 1))
 
 
