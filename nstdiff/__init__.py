@@ -7,12 +7,20 @@
 from nstdiff.errors import Cancelled, InputError, ModelFileError, ModelNotFoundError, NstdiffError
 from nstdiff.executor import CancelToken, InProcessExecutor, stylize
 from nstdiff.registry import get_method, list_methods, register_method
-from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor, ProgressEvent, StyleImage, StyleResult
+from nstdiff.schema import (
+    Controls,
+    ImageStyleRequest,
+    PreserveColor,
+    ProgressEvent,
+    RegionPhrase,
+    StyleImage,
+    StyleResult,
+)
 from nstdiff.settings import Settings, get_settings
 from nstdiff.version import __version__
 
 __all__ = [
     "__version__", "CancelToken", "Cancelled", "Controls", "ImageStyleRequest", "InProcessExecutor", "InputError",
-    "ModelFileError", "ModelNotFoundError", "NstdiffError", "PreserveColor", "ProgressEvent", "Settings",
-    "StyleImage", "StyleResult", "get_method", "get_settings", "list_methods", "register_method", "stylize",
+    "ModelFileError", "ModelNotFoundError", "NstdiffError", "PreserveColor", "ProgressEvent", "RegionPhrase",
+    "Settings", "StyleImage", "StyleResult", "get_method", "get_settings", "list_methods", "register_method", "stylize",
 ]

@@ -58,6 +58,13 @@ class Executor(Protocol):
     def network(self, action: str, **arguments: Any) -> Any:
         """A fast style network library or training action: delete, train (in the background), jobs, files."""
 
+    def preview_mask(self, content: Path, styles: int, controls: Any, box: tuple[int, int, int, int] | None = None,
+                     foreground: list[tuple[int, int]] | None = None,
+                     background: list[tuple[int, int]] | None = None) -> Any:
+        """The region mask a run would use, before it runs (`controls.mask_preview.MaskPreview`: the mask in the
+        painter's colours, an overlay on the photo, each region's area): from the words in `controls`, or from
+        GrabCut when a box or clicks are given."""
+
     def train(self, config: BaseModel, progress: ProgressCallback | None = None,
               cancel: CancelToken | None = None) -> Any:
         """Train in this process, by the type of `config`: a LoRA, a fast style network or an AdaIN decoder; a
@@ -148,6 +155,15 @@ class InProcessExecutor:
         else:  # a DecoderTraining; each trainer is imported only when it runs (the LoRA's brings in diffusers)
             from nstdiff.training.adain_decoder import train_decoder as train
         return train(config, progress=progress, cancel=cancel, settings=self.settings)
+
+    def preview_mask(self, content: Path, styles: int, controls: Any, box: tuple[int, int, int, int] | None = None,
+                     foreground: list[tuple[int, int]] | None = None,
+                     background: list[tuple[int, int]] | None = None) -> Any:
+        from nstdiff.controls.mask_preview import mask_preview
+
+        settings = self.settings or get_settings()
+        return mask_preview(content, styles, controls, settings, pick_device(settings.device), box, foreground,
+                            background)
 
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
         settings = self.settings or get_settings()

@@ -44,6 +44,8 @@ def route(request: ImageStyleRequest, settings: Settings) -> tuple[str, str, dic
         return library_route(request, settings, f"the painting '{chosen}' was chosen" if chosen else why_not,
                              classic_choice)
     ready, why_not = reference_ready(request.options.get("model") or settings.diffusion_family, settings)
+    if ready and request.controls.style_masks is not None:
+        ready, why_not = False, "masks on the style images are read by the Gram method only"
     if ready:
         return "diffusion-reference", "method auto → diffusion-reference (a style image, a GPU and a ready model)", {}
     diffusion_only = [name for name in ("preset", "model", "negative_prompt", "guidance", "structure", "fast", "loras")
@@ -75,6 +77,9 @@ def classic_choice(request: ImageStyleRequest, settings: Settings) -> tuple[str,
     """What `quality` picks for a classic run with a style image: (method, options, steps, strength, a note when the
     feed-forward weights cannot be had)."""
     method, options, steps, strength = CLASSIC_QUALITY[request.quality]
+    if request.controls.style_masks is not None:  # only the Gram method reads masks on the style images
+        return "gram", {}, steps or CLASSIC_QUALITY["balanced"][2], None, \
+            "masks on the style images are read by the Gram method only"
     if feedforward_available(settings):
         return method, options, steps, strength, ""
     steps = CLASSIC_QUALITY["balanced"][2] if request.quality != "best" else None

@@ -55,8 +55,35 @@ class PreserveColor(str, Enum):
     original = "original"  # full transfer, then the content's chroma under the output's luminance
 
 
+MAX_PHRASE_CHARS = 200
+
+
+def _phrases(phrases: list[str]) -> list[str]:
+    cleaned = [p.strip() for p in phrases]
+    if any(not p for p in cleaned):
+        raise ValueError("a phrase is empty; name the object, e.g. 'sky' or 'the dog'")
+    if any(len(p) > MAX_PHRASE_CHARS for p in cleaned):
+        raise ValueError(f"a phrase is over {MAX_PHRASE_CHARS} characters; name the object in a few words")
+    return cleaned
+
+
+class RegionPhrase(Frozen):
+    """A region of the photo named in words, and the style that paints it."""
+
+    where: list[str] = Field(min_length=1, max_length=8, description="Phrases naming the region, e.g. ['sky', "
+                             "'clouds']; the region is their union.")
+    style: int = Field(ge=1, le=MAX_STYLES, description="The style that paints it: 1 = the first style image.")
+
+    @field_validator("where")
+    @classmethod
+    def _clean(cls, phrases: list[str]) -> list[str]:
+        return _phrases(phrases)
+
+
 class Controls(Frozen):
     """Controls shared by every classic method that declares support for them."""
+
+    model_config = ConfigDict(**Frozen.model_config, populate_by_name=True)
 
     strength: float = Field(0.7, ge=0, le=1, description="0 keeps the content, 1 is all style.")
     preserve_color: PreserveColor = Field(PreserveColor.none, description="How the content's colours are kept.")
@@ -65,6 +92,19 @@ class Controls(Frozen):
     mask_colors: list[str] | None = Field(
         None, max_length=MAX_STYLES, description="Hex colour of each style's region; black always means untouched."
     )
+    regions: list[RegionPhrase] = Field(default_factory=list, max_length=MAX_STYLES,
+                                        description="Regions named in words, each painted by one style; the rest of "
+                                        "the photo stays untouched (needs a segmentation model).")
+    only: list[str] = Field(default_factory=list, max_length=8,
+                            description="Style only what these phrases name, e.g. 'the dog'; the rest stays untouched.")
+    except_: list[str] = Field(default_factory=list, max_length=8, alias="except",
+                               description="Leave what these phrases name untouched, e.g. 'faces'.")
+    mask_threshold: float = Field(0.4, gt=0, lt=1, description="Score (0-1) over which a pixel matches a phrase; "
+                                  "lower it when a phrase matches nothing.")
+    mask_feather: float = Field(4.0, ge=0, le=64, description="Soft edge of a mask from words, in pixels.")
+    style_masks: list[ImageRef | None] | None = Field(
+        None, max_length=MAX_STYLES, description="One mask per style image (white = the part to take the style from, "
+        "same size as that style image; None = all of it): the content's sky takes the style's sky (Gram method).")
 
     @field_validator("mask_colors")
     @classmethod
@@ -72,6 +112,28 @@ class Controls(Frozen):
         if colors is None:
             return None
         return ["#%02x%02x%02x" % parse_hex(c) for c in colors]  # one spelling, so duplicates are caught
+
+    @field_validator("only", "except_")
+    @classmethod
+    def _clean_phrases(cls, phrases: list[str]) -> list[str]:
+        return _phrases(phrases)
+
+    @model_validator(mode="after")
+    def _one_kind_of_mask(self) -> Controls:
+        if self.mask is not None and self.uses_words:
+            raise ValueError("give either a painted mask or regions named in words (regions, only, except), not both")
+        if self.regions and self.only:
+            raise ValueError("give either regions (each painted by a style) or only, not both")
+        return self
+
+    @property
+    def uses_words(self) -> bool:
+        return bool(self.regions or self.only or self.except_)
+
+    @property
+    def uses_regions(self) -> bool:
+        """Whether the styles go to parts of the photo (a painted mask or words) rather than all of it."""
+        return self.mask is not None or self.uses_words
 
 
 MAX_PROMPT_CHARS = 1000
@@ -120,6 +182,21 @@ class ImageStyleRequest(Frozen):
                                                                ("preset", "network", "library")):
             raise ValueError("give a style: a style image, a text prompt such as 'ukiyo-e woodblock print', a "
                              "preset, a painting of the style library, or a trained network (method fast-style)")
+        return self
+
+    @model_validator(mode="after")
+    def _regions_match_styles(self) -> ImageStyleRequest:
+        controls, count = self.controls, len(self.styles)
+        for region in controls.regions:
+            if region.style > count:
+                raise ValueError(f"region '{', '.join(region.where)}' names style {region.style} but there are "
+                                 f"{count} style images")
+        unused = sorted(set(range(1, count + 1)) - {r.style for r in controls.regions})
+        if controls.regions and unused:
+            raise ValueError(f"style {unused[0]} paints no region; give it a region or remove it")
+        if controls.style_masks is not None and len(controls.style_masks) != count:
+            raise ValueError(f"style_masks has {len(controls.style_masks)} masks for {count} style images; give one "
+                             "per style (None for all of it)")
         return self
 
     @property

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     diffusion_memory_gb: float | None = Field(
         None, gt=0, description="Memory the loaded diffusion models may hold together; the least recently used are "
         "dropped past it. None: 80% of the device's memory.")
+    segmentation_model: str = Field(
+        "clipseg", description="Model for masks from words: clipseg (CIDAS/clipseg-rd64-refined), a Hugging Face repo "
+        "id or a local folder of a CLIPSeg model (safetensors).")
     presets_file: Path | None = Field(None, description="Your own style presets (TOML), added to the built-in ones.")
 
     @field_validator("cache_dir", "outputs_dir", "models_dir", "presets_file")

@@ -23,7 +23,7 @@ from nstdiff.imageio import atomic_write, save_png
 from nstdiff.schema import RunResult
 
 # Request fields (at any depth) that name an input file the result was made from.
-INPUT_FIELDS = frozenset({"content", "image", "mask", "init_image", "style", "model"})
+INPUT_FIELDS = frozenset({"content", "image", "mask", "init_image", "style", "model", "style_masks"})
 
 
 def map_inputs(value: Any, fn, key: str | None = None) -> Any:

@@ -70,16 +70,17 @@ def image_request(
     *, method: str, content: str | None, styles: list[str], weights: str | None, size: int, steps: int | None,
     seed: int | None, encoder: str, strength: float, preserve_color: str, style_scale: float,
     mask: str | Path | None = None, options: dict[str, Any] | None = None, prompt: str | None = None,
-    quality: str | None = None,
+    quality: str | None = None, words: dict[str, Any] | None = None,
 ) -> ImageStyleRequest:
     """Build and validate a request from form values; a bad value raises `InputError` naming the field. `quality`
-    (fast, balanced, best: what method auto does without a GPU) None = the request's default."""
+    (fast, balanced, best: what method auto does without a GPU) None = the request's default; `words`: the mask-from-
+    words and style-mask fields of `Controls`."""
     if not styles and not (prompt or "").strip() and not (options or {}).get("preset"):
         raise InputError("add at least one style image (or describe a style in words in the Text style tab)")
     blend = parse_weights(weights, len(styles))
     controls: dict[str, Any] = {"strength": strength, "style_scale": style_scale}
     if content:
-        controls.update(preserve_color=preserve_color, mask=mask)
+        controls.update(preserve_color=preserve_color, mask=mask, **(words or {}))
     if not all(_finite(v) for v in (size, steps or 0, seed or 0, strength, style_scale)):
         raise InputError("size, steps, seed, strength and style scale must be numbers, not NaN or infinity")
     try:

@@ -12,6 +12,7 @@ from nstdiff.errors import NstdiffError
 from nstdiff.schema import ImageStyleRequest
 from ui.files import uploaded
 from ui.forms import OptionField, image_request, method_options, option_fields, painted_mask
+from ui.mask_words import refill_words, words_controls
 
 if TYPE_CHECKING:
     from nstdiff.executor import Executor
@@ -33,15 +34,19 @@ def image_option_fields(executor: "Executor") -> list[OptionField]:
 
 
 def form_job(app: "Host", values: dict[str, Any], tmp: Path) -> ImageStyleRequest:
-    """The form's values as a request (a painted mask is written into `tmp`)."""
+    """The form's values as a request (a painted mask is written into `tmp`; it stands in for the words, since
+    Preview puts their mask into the painter to be corrected)."""
     mask_file = values.get("mask_file")
     mask = uploaded(mask_file) if mask_file else painted_mask(values.get("mask_paint"), tmp)
+    words = words_controls(values)
+    if mask is not None and not mask_file:
+        words.update(regions=[], only=[], **{"except": []})
     method = values["method"]
     return form_request(
         method=method, content=values.get("content"), styles=values.get("styles"), weights=values.get("weights"),
         size=values["size"], steps=values.get("steps"), seed=values.get("seed"), encoder=values["encoder"],
         strength=values["strength"], preserve_color=values["preserve_color"], style_scale=values["style_scale"],
-        mask=mask, options=method_options(image_option_fields(app.executor), method, values),
+        mask=mask, words=words, options=method_options(image_option_fields(app.executor), method, values),
         quality=values.get("quality"))
 
 
@@ -56,7 +61,7 @@ def refill(fields: list[OptionField], p: dict[str, Any], kept) -> tuple:
     return (files(p["content"]), [kept(s["image"]) for s in p["styles"]] if kept else gr.update(),
             ", ".join(str(s["weight"]) for s in p["styles"]), p["method"], controls["strength"],
             controls["preserve_color"], controls["style_scale"], p["size"], p["steps"] or 0, p["seed"],
-            p["encoder"], files(controls["mask"]), quality, *option_values)
+            p["encoder"], files(controls["mask"]), quality, *refill_words(controls, kept), *option_values)
 
 
 def form_request(*, content, styles, **values) -> ImageStyleRequest:

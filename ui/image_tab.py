@@ -23,6 +23,7 @@ from ui.forms import ENCODERS, OptionField, bounds
 from ui.image_form import classic_methods, form_job, image_option_fields, option_widget, refill
 from ui.host import named_handler
 from ui.library_gallery import image_library
+from ui.mask_words import WORDS_DEFAULTS, WORDS_FORM, WordsWidgets, build_words, wire_words
 from ui.progress import in_result_area
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
 # The Image style form's inputs, in order: the names of the `/stylize` API's parameters (method options follow).
 # quality came last, so callers that pass the older parameters by position still line up.
 IMAGE_FORM = ("content", "styles", "weights", "method", "strength", "preserve_color", "style_scale", "size", "steps",
-              "seed", "encoder", "mask_file", "mask_paint", "quality")
+              "seed", "encoder", "mask_file", "mask_paint", "quality", *WORDS_FORM)
 # What "Use these settings" refills, in order (the painted mask is not kept; the mask file is); method options follow.
 REUSED = tuple(name for name in IMAGE_FORM if name != "mask_paint")
 FEEDFORWARD_MODEL = "magenta-arbitrary"  # the instant result's network: without it on disk, no instant result
@@ -50,6 +51,7 @@ class ImageTab:
     mask_file: gr.File
     mask_paint: gr.ImageEditor
     quality: gr.Radio
+    words: WordsWidgets
     option_widgets: list[gr.components.Component]
     run: gr.Button
     stop: gr.Button
@@ -74,12 +76,12 @@ class ImageTab:
     @property
     def inputs(self) -> list[gr.components.Component]:
         """The `/stylize` inputs: IMAGE_FORM's widgets, then the method options'."""
-        return [*self.form, self.mask_file, self.mask_paint, self.quality, *self.option_widgets]
+        return [*self.form, self.mask_file, self.mask_paint, self.quality, *self.words.inputs, *self.option_widgets]
 
     @property
     def reused(self) -> list[gr.components.Component]:
         """The widgets "Use these settings" refills: REUSED's, then the method options'."""
-        return [*self.form, self.mask_file, self.quality, *self.option_widgets]
+        return [*self.form, self.mask_file, self.quality, *self.words.inputs, *self.option_widgets]
 
 
 def build_image_tab(app: "Host") -> ImageTab:
@@ -130,6 +132,7 @@ def build_image_tab(app: "Host") -> ImageTab:
                         option_widgets += [option_widget(f) for f in fields if f.method == m.name]
                     option_groups[m.name] = group
                 with gr.Accordion("Region mask", open=False):
+                    words = build_words()
                     gr.Markdown("White = style 1, red = style 2, green = style 3 …, black = leave untouched.")
                     mask_file = gr.File(file_types=["image"], label="Upload a mask", elem_id="mask")
                     mask_paint = gr.ImageEditor(label="…or paint one over the photo", type="numpy",
@@ -149,6 +152,7 @@ def build_image_tab(app: "Host") -> ImageTab:
                 variations = habits.variations_panel()
         content.change(lambda f: (uploaded(f), uploaded(f)) if f else (None, None), content, [preview, mask_paint],
                        show_progress="hidden", queue=False, api_name=False)
+        wire_words(app, words, content, styles, preview, mask_paint)
         habits.wire_inputs(app, content=content, styles=styles, weights=weights, style_pictures=style_pictures,
                            size=size, size_preset=size_preset, seed=seed, dice=dice, recycle=recycle, info=info)
     # the chosen method's options, and speed / quality for auto
@@ -157,7 +161,7 @@ def build_image_tab(app: "Host") -> ImageTab:
                   api_name=False, show_progress="hidden")
     chain_banner.wire_to_method(app, method, "chain")
     tab = ImageTab(form=[content, styles, weights, method, strength, preserve, style_scale, size, steps, seed,
-                         encoder], mask_file=mask_file, mask_paint=mask_paint, quality=quality,
+                         encoder], mask_file=mask_file, mask_paint=mask_paint, quality=quality, words=words,
                    option_widgets=option_widgets, run=run, stop=stop, example=example, content=content,
                    styles=styles, size=size, steps=steps, output=output, info=info, status=status,
                    option_fields=fields, variations=variations, seed=seed)
@@ -169,7 +173,7 @@ def build_image_tab(app: "Host") -> ImageTab:
 
 def wire_jobs(app: "Host", tab: ImageTab) -> list:
     """Stylize (API `/stylize`), the bundled example, variations and Cancel; the job events."""
-    defaults = {"quality": tab.quality.value, **{f.key: f.form_value(f.default) for f in tab.option_fields}}
+    defaults = {"quality": tab.quality.value, **WORDS_DEFAULTS, **{f.key: f.form_value(f.default) for f in tab.option_fields}}
 
     def run(values, request, progress):
         yield from stylize_in_page(app, values, request, progress)

@@ -22,6 +22,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     stylize.add_argument("--mask", type=Path, help="region mask: white = style 1, red = style 2 …, black = untouched")
     stylize.add_argument("--mask-colors", type=lambda t: [c.strip() for c in t.split(",")],
                          help="hex colour of each style's region, e.g. '#ffffff,#ff0000'")
+    _word_mask_flags(stylize)
     stylize.defer(_add_method_options)
     stylize.set_defaults(handler=_stylize)
 
@@ -35,6 +36,32 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     example.add_argument("--size", type=int, default=256)
     example.add_argument("--quiet", action="store_true")
     example.set_defaults(handler=_example)
+
+
+def _region(text: str) -> tuple[list[str], Path]:
+    phrases, sep, style = text.rpartition("=")
+    if not sep or not phrases.strip() or not style.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' is not PHRASES=STYLE_IMAGE, e.g. 'sky=starry.jpg' or "
+                                         "'sky,clouds=starry.jpg'")
+    return [p.strip() for p in phrases.split(",")], Path(style.strip())
+
+
+def _word_mask_flags(parser: argparse.ArgumentParser) -> None:
+    words = parser.add_argument_group("masks from words (a segmentation model: `nstdiff models fetch clipseg`)")
+    words.add_argument("--region", action="append", default=[], type=_region, metavar="PHRASES=STYLE",
+                       help="paint what the phrases name with that style image, e.g. 'sky=starry.jpg' (repeat; the "
+                       "rest of the photo stays untouched; each adds a style after the --style ones)")
+    words.add_argument("--only", action="append", default=[], metavar="PHRASE",
+                       help="style only what the phrase names, e.g. 'the dog' (repeat for several)")
+    words.add_argument("--except", dest="except_", action="append", default=[], metavar="PHRASE",
+                       help="leave what the phrase names untouched, e.g. 'faces' (repeat for several)")
+    words.add_argument("--mask-threshold", type=float, default=Controls.model_fields["mask_threshold"].default,
+                       help=field_help(Controls, "mask_threshold"))
+    words.add_argument("--mask-feather", type=float, default=Controls.model_fields["mask_feather"].default,
+                       help=field_help(Controls, "mask_feather"))
+    words.add_argument("--style-mask", action="append", default=[], metavar="IMAGE",
+                       help="a mask on each style image in turn, white = take the style from here ('-' = all of "
+                       "it): the photo's sky takes the style's sky (method gram)")
 
 
 def _add_method_options(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +110,9 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
     weights = args.style_weights or [1.0] * len(args.style)
     if len(weights) != len(args.style):
         raise InputError(f"--style-weights has {len(weights)} values for {len(args.style)} styles; give one each")
+    regions = getattr(args, "region", [])
+    style_images = [*args.style, *(image for _, image in regions)]
+    weights = [*weights, *[1.0] * len(regions)]
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     if args.lora:
         options["loras"] = args.lora
@@ -92,11 +122,17 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
     if args.strength is not None:
         controls["strength"] = args.strength
     if content is not None:
-        controls.update(preserve_color=args.preserve_color, mask=args.mask, mask_colors=args.mask_colors)
+        controls.update(preserve_color=args.preserve_color, mask=args.mask, mask_colors=args.mask_colors,
+                        regions=[{"where": phrases, "style": len(args.style) + index}
+                                 for index, (phrases, _) in enumerate(regions, start=1)],
+                        only=args.only, except_=args.except_, mask_threshold=args.mask_threshold,
+                        mask_feather=args.mask_feather)
+        if args.style_mask:
+            controls["style_masks"] = [None if mask == "-" else Path(mask) for mask in args.style_mask]
     return ImageStyleRequest(
         method=args.method,
         content=content,
-        styles=[{"image": s, "weight": w} for s, w in zip(args.style, weights)],
+        styles=[{"image": s, "weight": w} for s, w in zip(style_images, weights)],
         prompt=args.prompt,
         size=args.size,
         steps=args.steps,

@@ -20,7 +20,8 @@ from pydantic import BaseModel
 
 from nstdiff.context import RunContext
 from nstdiff.controls import color
-from nstdiff.controls.masks import RegionMasks, load_region_masks
+from nstdiff.controls.masks import RegionMasks
+from nstdiff.controls.regions import load_style_masks, resolve_regions
 from nstdiff.errors import InputError
 from nstdiff.imageio import load_image, resize_long_side
 from nstdiff.methods.footprint import SAFETY_MARGIN, Footprint, footprint, style_side
@@ -55,6 +56,8 @@ class ImageJob:
     encoder: str
     seed: int
     regions: RegionMasks | None = None
+    # per style, (H, W) at its tensor's size: the part of the style image to take the style from (None: all of it)
+    style_masks: list[torch.Tensor | None] = field(default_factory=list)
     prompt: str | None = None
     strength_is_default: bool = False  # the person did not set strength (a preset may suggest one)
     style_scale: float = 1.0  # stroke size: the style images are already scaled by it; a method may use it too
@@ -74,6 +77,7 @@ class TransferOutput:
 
 class ImageMethod(Method):
     request_model = ImageStyleRequest
+    style_masks = False  # whether `transfer` reads `job.style_masks` (masks on the style images)
 
     @abstractmethod
     def transfer(self, job: ImageJob, options: BaseModel, context: RunContext) -> TransferOutput:
@@ -100,14 +104,16 @@ class ImageMethod(Method):
             raise InputError(f"method '{self.name}' takes no style image; use diffusion-reference or auto for one")
         if request.prompt is not None and caps.prompt == "unused":
             raise InputError(f"method '{self.name}' does not read a text prompt; use diffusion-text, chain or auto")
-        if controls.mask is not None and not caps.masks:
+        if controls.uses_regions and not caps.masks:
             raise InputError(f"method '{self.name}' does not support masks")
+        if controls.style_masks is not None and not self.style_masks:
+            raise InputError(f"method '{self.name}' does not use masks on the style images; use method gram")
         if controls.preserve_color is not PreserveColor.none:
             if not caps.color_controls:
                 raise InputError(f"method '{self.name}' does not support preserve_color")
             if request.content is None:
                 raise InputError("preserve_color needs a content image whose colours it can keep")
-        if controls.mask is not None and request.content is None:
+        if controls.uses_regions and request.content is None:
             raise InputError("a mask needs a content image (it marks regions of the content)")
 
     def mask_regions(self, request: ImageStyleRequest) -> list[str]:
@@ -147,15 +153,17 @@ class ImageMethod(Method):
         style_images = [load_image(s.image, f"style {i + 1}", settings) for i, s in enumerate(request.styles)]
         regions = None
         if content_image is not None:
-            if controls.mask is not None:
-                names = self.mask_regions(request)
-                regions = load_region_masks(controls.mask, content_image.size, len(names), controls.mask_colors,
-                                            settings, names=names)
-            content_image = resize_long_side(content_image, request.size)
+            photo, content_image = content_image, resize_long_side(content_image, request.size)
             width, height = content_image.size
+            regions, notes = resolve_regions(controls, photo, (width, height), self.mask_regions(request),
+                                             request.style_weights, settings, device, context.message)
+            context.notes.extend(notes)
         else:
             width = height = request.size
         styles = [to_tensor(resize_long_side(s, style_side(request, settings)), device) for s in style_images]
+        style_masks = [None if mask is None else F.interpolate(mask[None, None], size=style.shape[-2:],
+                                                               mode="area")[0, 0].to(device)
+                       for mask, style in zip(load_style_masks(controls.style_masks, style_images, settings), styles)]
         crops = [to_tensor(centre_square(s, STYLE_CROP), device) for s in style_images]
         content = to_tensor(content_image, device) if content_image is not None else None
         original_content = content
@@ -172,7 +180,8 @@ class ImageMethod(Method):
             strength=controls.strength,
             encoder=request.encoder,
             seed=context.seed,
-            regions=regions.at(height, width) if regions is not None else None,
+            regions=regions,
+            style_masks=style_masks,
             prompt=request.prompt,
             strength_is_default="strength" not in controls.model_fields_set,
             style_scale=controls.style_scale,

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nstdiff.context import RunContext
@@ -85,7 +86,14 @@ class GramMethod(ImageMethod):
     description = "Classic neural style transfer: slow, faithful, any style, any size (coarse-to-fine)."
     options_model = GramOptions
     capabilities = Capabilities(needs_content=False, masks=True, color_controls=True, uses_encoder=True)
+    style_masks = True
     default_steps = 150  # ≈ 25-40 s at 256 px on 2 CPU cores; more steps mostly add fine texture
+
+    def check_request(self, request: ImageStyleRequest) -> None:
+        super().check_request(request)
+        if request.controls.style_masks is not None and self.parse_options(request.options).style_loss == "mrf":
+            raise InputError("style masks guide Gram matrices; with style_loss mrf each region already takes the "
+                             "patches of its own style. Remove the style masks or use style_loss gram")
 
     def peak_bytes(self, request: ImageStyleRequest, options: GramOptions, shape: Footprint,
                    settings: Settings) -> float:
@@ -144,11 +152,17 @@ class GramMethod(ImageMethod):
                 content_loss = FeatureContentLoss(targets)
             with torch.no_grad():
                 style_targets = {layer: [] for layer in style_layers}  # a Gram matrix, or the features for mrf
-                for style in job.styles:
+                for style, style_mask in zip(job.styles, job.style_masks or [None] * len(job.styles)):
                     sh, sw = style.shape[-2:]
                     scaled = resize(style, max(16, round(sh * factor)), max(16, round(sw * factor)))
                     for layer, feature in net(scaled, style_layers).items():
-                        style_targets[layer].append(feature if mrf else gram_matrix(feature))
+                        if mrf:  # (style masks are refused with mrf: `check_request`)
+                            style_targets[layer].append(feature)
+                            continue
+                        # a style mask guides the style's Gram too (Gatys et al. 2017 §4: sky matched to sky)
+                        guide = None if style_mask is None else F.interpolate(
+                            style_mask[None, None], size=feature.shape[-2:], mode="area")[0, 0]
+                        style_targets[layer].append(gram_matrix(feature, guide))
             regions = job.regions.at(height, width).styles.to(image) if job.regions is not None else None
             if mrf:
                 style_loss = MRFStyleLoss(style_targets, layer_weights, regions, job.style_weights, options.mrf_patches)

@@ -49,6 +49,7 @@ Variant = Literal["fp32", "fp16"]  # fp32: a repository's plain weight files; fp
 class Catalogue(Strict):
     families: dict[str, Family]
     estimators: dict[str, str]
+    segmenters: dict[str, str]  # part name → repo of a text-prompted segmentation model (CLIPSeg)
     repos: dict[str, dict[Variant, float]]  # repo id → MB to download per variant it has
 
     def variants(self, repo: str) -> tuple[Variant, ...]:
@@ -66,4 +67,5 @@ class Catalogue(Strict):
 def load_catalogue() -> Catalogue:
     data = tomllib.loads((resources.files("nstdiff.configs") / "diffusion.toml").read_text())
     families = {name: Family(name=name, **spec) for name, spec in data["family"].items()}
-    return Catalogue(families=families, estimators=data.get("estimators", {}), repos=data.get("repos", {}))
+    return Catalogue(families=families, estimators=data.get("estimators", {}),
+                     segmenters=data.get("segmenters", {}), repos=data.get("repos", {}))

@@ -131,6 +131,8 @@ def _register_catalogue() -> None:
                       f"fp16-safe VAE for {family.title}")
     for kind, repo in catalogue.estimators.items():
         _register(f"{kind}-estimator", part(repo, TRANSFORMERS_WEIGHTS), f"{kind} estimator for structure guidance")
+    for name, repo in catalogue.segmenters.items():
+        _register(name, part(repo, TRANSFORMERS_WEIGHTS), "text-prompted segmentation: masks from words")
 
 
 _register_catalogue()
