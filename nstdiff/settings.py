@@ -78,11 +78,19 @@ class Settings(BaseSettings):
         return None if value is None else Path(os.path.expandvars(str(value))).expanduser()
 
     @model_validator(mode="after")
-    def _replicas_in_order(self) -> "Settings":
+    def _replicas_in_order(self) -> Settings:
         if self.ray_min_replicas > self.ray_max_replicas:
             raise ValueError(f"ray_min_replicas ({self.ray_min_replicas}) is above ray_max_replicas "
                              f"({self.ray_max_replicas})")
         return self
+
+    @property
+    def job_slots(self) -> int:
+        """Jobs the app runs at once: `gpu_slots` on this machine; on a Ray cluster, as many as every family's
+        replicas can take when grown to their most (the rest wait in the app's queue, which shows their place)."""
+        if self.backend == "local":
+            return self.gpu_slots
+        return max(self.gpu_slots, self.ray_max_replicas * self.ray_jobs_per_replica * len(self.ray_num_gpus))
 
     @property
     def models_path(self) -> Path:

@@ -10,11 +10,15 @@ another replica, and a second loss is a clear error. Ray is imported only here, 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
 
 from nstdiff.context import CancelToken, ProgressCallback
-from nstdiff.distributed.replica import Failure, FamilyReplica
+from nstdiff.distributed.replica import Failure, FamilyReplica, train_task
 from nstdiff.distributed.shipping import pack
 from nstdiff.errors import Cancelled, NstdiffError, ResourceError
 from nstdiff.executor import InProcessExecutor, as_image_request, method_name
@@ -52,6 +56,8 @@ class RayExecutor(InProcessExecutor):
 
         if not ray.is_initialized():  # no address: a Ray instance on this machine, so the same command works alone
             ray.init(address=self.settings.ray_address, include_dashboard=False, log_to_driver=True)
+            # the training processes the app starts (`nstdiff lora train`) join this cluster, not a new one
+            os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
         serve.start(proxy_location="Disabled")  # no HTTP ingress: the app calls the deployments through handles
         self.address = ray.get_runtime_context().gcs_address
         self._handles: dict[str, Any] = {}
@@ -70,6 +76,10 @@ class RayExecutor(InProcessExecutor):
         import ray
         from ray import serve
 
+        running = serve.status().applications.get(APP_PREFIX + family)
+        if running and _word(running.status) in {"RUNNING", "DEPLOYING", "UNHEALTHY"}:  # deployed by another process
+            log.info("using the running %s deployment (its replica settings stay until `serve shutdown`)", family)
+            return serve.get_deployment_handle(family, app_name=APP_PREFIX + family)
         settings = self.settings
         gpus = settings.ray_num_gpus.get(family, 0.0)
         if gpus > ray.cluster_resources().get("GPU", 0.0):
@@ -125,6 +135,25 @@ class RayExecutor(InProcessExecutor):
                         "run it again, and if it keeps failing check the cluster (`ray status`)") from None
                 log.warning("a %s replica was lost mid-job (%s); running the job once more", family, lost)
 
+    def train(self, config: BaseModel, progress: ProgressCallback | None = None,
+              cancel: CancelToken | None = None) -> Any:
+        """Training as a Ray task on a machine with the family's resources (a LoRA: a diffusion replica's GPUs).
+        Ray runs it once more if its worker dies; it resumes from its checkpoints, which live in the models folder
+        (the same path on every machine, or a shared one, for a resume on another machine)."""
+        import ray
+
+        from nstdiff.training.lora_data import LoraTraining
+
+        family = "diffusion" if isinstance(config, LoraTraining) else "classic"
+        task = ray.remote(train_task).options(num_cpus=self.settings.ray_num_cpus, num_returns="streaming",
+                                              num_gpus=self.settings.ray_num_gpus.get(family, 0.0), max_retries=1)
+        try:
+            return self._follow(_TaskStream(task.remote(self.settings.model_dump(mode="json"), config)), progress,
+                                cancel or CancelToken())
+        except _LostReplica as lost:
+            raise ReplicaLostError(f"the machine training this was lost twice ({lost}); start the training again: "
+                                   "it resumes from its last checkpoint") from None
+
     def _follow(self, response: Any, progress: ProgressCallback | None, cancel: CancelToken) -> Any:
         """The job's events passed to `progress`, then its result; Cancel (from the token or the callback) cancels
         the request on its replica."""
@@ -166,6 +195,23 @@ class RayExecutor(InProcessExecutor):
                 response.cancel()  # a callback that raised, or Ctrl-C: the replica stops too
 
 
+class _TaskStream:
+    """A streaming Ray task's items, with the `cancel()` of a Serve response."""
+
+    def __init__(self, refs: Any):
+        self.refs = refs
+
+    def __iter__(self) -> Iterator[Any]:
+        import ray
+
+        return (ray.get(ref) for ref in self.refs)
+
+    def cancel(self) -> None:
+        import ray
+
+        ray.cancel(self.refs)
+
+
 def _word(state: Any) -> str:
     """A Serve status or replica state as its word (they are str enums, or plain strings)."""
     return str(getattr(state, "value", state))
@@ -182,5 +228,6 @@ def _items(response: Any) -> Iterator[Any]:
 
     try:
         yield from response
-    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ReplicaUnavailableError) as exc:
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.WorkerCrashedError,
+            ray.exceptions.NodeDiedError, ReplicaUnavailableError) as exc:
         raise _LostReplica(type(exc).__name__) from None

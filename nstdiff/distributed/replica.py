@@ -1,4 +1,5 @@
-"""One replica of a method family on a Ray cluster: the local executor, its models kept warm, behind a stream.
+"""What runs on a Ray cluster: a replica of a method family (the local executor, its models kept warm, behind a
+stream), and a training job as a Ray task.
 
 A job streams its progress events as they happen, then its result, or a `Failure` (an nstdiff error, rebuilt in
 the app's process with its message). Cancelling the Serve request (the app's Cancel) sets the run's cancel token, so
@@ -8,10 +9,13 @@ Replicas never touch the app's history: results go back to the app's process, wh
 from __future__ import annotations
 
 import asyncio
+import queue
 import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from nstdiff.context import CancelToken
 from nstdiff.distributed.shipping import Unpacked
@@ -30,7 +34,7 @@ class Failure:
     state: dict[str, Any]
 
     @classmethod
-    def of(cls, exc: NstdiffError) -> "Failure":
+    def of(cls, exc: NstdiffError) -> Failure:
         return cls(type(exc), str(exc), dict(vars(exc)))
 
     def error(self) -> NstdiffError:
@@ -88,3 +92,41 @@ class FamilyReplica:
             token.cancel()  # the method stops at its next step; this replica takes a new job once it has
             await asyncio.shield(asyncio.wait({job}))
             raise
+
+
+def train_task(settings: dict[str, Any], config: Any) -> Iterator[Any]:
+    """A training job as a Ray task that streams: progress events, then the trainer's result or a `Failure`. Ray's
+    cancel (a KeyboardInterrupt in this thread) sets the cancel token, so training stops after its current step with
+    its checkpoints kept, as locally; started again, it resumes from them."""
+    from nstdiff.executor import InProcessExecutor
+
+    events: queue.Queue = queue.Queue()
+    token, outcome = CancelToken(), {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = InProcessExecutor(Settings(**settings)).train(config, events.put, token)
+        except NstdiffError as exc:
+            outcome["result"] = Failure.of(exc)
+        except BaseException as exc:  # noqa: BLE001 raised again in the task's thread, so Ray reports it as the task's error
+            outcome["error"] = exc
+        finally:
+            events.put(None)
+
+    trainer = threading.Thread(target=work, daemon=True, name="nstdiff-train")
+    trainer.start()
+    try:
+        while True:
+            try:
+                event = events.get(timeout=0.2)  # short waits: Ray's cancel interrupts between them
+            except queue.Empty:
+                continue
+            if event is None:
+                break
+            yield event
+    except KeyboardInterrupt:
+        token.cancel()
+        trainer.join()  # the current step and its checkpoint finish; the trainer's `Cancelled` says which is kept
+    if "error" in outcome:
+        raise outcome["error"]
+    yield outcome["result"]

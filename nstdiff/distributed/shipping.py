@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
 from pydantic import BaseModel
 
@@ -114,10 +115,10 @@ class Unpacked:
         """`parameters` naming the original input paths instead of this replica's copies."""
         return _replace_strings(parameters, self.originals)
 
-    def __enter__(self) -> "Unpacked":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
