@@ -33,6 +33,10 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until cancelled (True) or `timeout` seconds pass (False): for a watcher that forwards a Cancel."""
+        return self._event.wait(timeout)
+
 
 def pick_device(setting: str) -> "torch.device":
     import torch

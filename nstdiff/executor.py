@@ -1,7 +1,8 @@
 """Running a request: progress callbacks, cancellation and the device, behind one small interface.
 
-`InProcessExecutor` (the default, and what tests use) runs in the calling thread. A distributed executor can
-replace it without touching the front ends or the methods: they only see `Executor.run` and `RunContext`.
+`InProcessExecutor` (the default, and what tests use) runs in the calling thread. `nstdiff.distributed.RayExecutor`
+replaces it (setting `backend = "ray"`) without touching the front ends or the methods: they only see
+`Executor.run` and `RunContext`.
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class Executor(Protocol):
 
     def methods(self) -> list[MethodInfo]:
         """The registered methods, for menus."""
+
+    def health(self) -> dict[str, Any]:
+        """Where jobs run, for `/healthz`: the backend, and for a cluster its address and each deployment's replicas."""
 
     def models(self) -> list[Any]:
         """Each model with where it is and whether it is ready."""
@@ -79,6 +83,9 @@ class InProcessExecutor:
 
     def methods(self) -> list[MethodInfo]:
         return [method.info() for method in list_methods()]
+
+    def health(self) -> dict[str, Any]:
+        return {"backend": "local"}
 
     def models(self) -> list[Any]:
         from nstdiff.models import list_models
@@ -167,15 +174,10 @@ class InProcessExecutor:
 
     def run(self, request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:
         settings = self.settings or get_settings()
-        name = request.get("method", "auto") if isinstance(request, dict) else request.method
+        name = method_name(request)
         routed, library = None, None
         if name in ROUTED:
-            try:
-                # exclude_unset: what the person left unset stays unset (a preset's or a method's own default applies)
-                image_request = request if isinstance(request, ImageStyleRequest) else ImageStyleRequest.model_validate(
-                    request.model_dump(exclude_unset=True) if isinstance(request, BaseModel) else request)
-            except ValidationError as exc:
-                raise InputError(f"invalid request: {format_validation_error(exc)}") from None
+            image_request = as_image_request(request)
             name, routed, fields = route(image_request, settings)
             library = fields.pop("library", None)  # words matched to the style library: recorded, not a field
             request = image_request.model_copy(update={**fields, "method": name})
@@ -209,6 +211,21 @@ class InProcessExecutor:
         # out of memory: here, past the except block, the traceback and the run's tensors it held are gone
         release_memory(context.device)
         raise ResourceError(out_of_memory_message(request))
+
+
+def method_name(request: Any) -> str:
+    """The method a request names (`auto` and `diffusion` are routed when it runs)."""
+    return request.get("method", "auto") if isinstance(request, dict) else request.method
+
+
+def as_image_request(request: Any) -> ImageStyleRequest:
+    """A routed request as an `ImageStyleRequest`, validated; an `InputError` that says what is wrong otherwise."""
+    try:
+        # exclude_unset: what the person left unset stays unset (a preset's or a method's own default applies)
+        return request if isinstance(request, ImageStyleRequest) else ImageStyleRequest.model_validate(
+            request.model_dump(exclude_unset=True) if isinstance(request, BaseModel) else request)
+    except ValidationError as exc:
+        raise InputError(f"invalid request: {format_validation_error(exc)}") from None
 
 
 def stylize(request: Any, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Any:

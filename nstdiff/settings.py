@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULT_CONFIG = resources.files("nstdiff.configs") / "default.toml"
@@ -62,11 +62,38 @@ class Settings(BaseSettings):
         "clipseg", description="Model for masks from words: clipseg (CIDAS/clipseg-rd64-refined), a Hugging Face repo "
         "id or a local folder of a CLIPSeg model (safetensors).")
     presets_file: Path | None = Field(None, description="Your own style presets (TOML), added to the built-in ones.")
+    # where jobs run: this process, or the replicas of a Ray cluster (README, "Several GPU machines")
+    backend: Literal["local", "ray"] = Field("local", description="local: jobs run in the app's process; ray: on a "
+                                             "Ray cluster's replicas (pip install 'nstdiff[ray]').")
+    ray_address: str | None = Field(None, description="Ray cluster to join, e.g. 10.0.0.5:6379; None starts a Ray "
+                                    "instance on this machine.")
+    ray_num_gpus: dict[str, float] = Field(
+        {"classic": 0.0, "diffusion": 1.0, "audio": 0.0, "mesh": 0.0, "video": 0.0},
+        description="GPUs each replica of a method family asks Ray for (fractions share a GPU).")
+    ray_num_cpus: float = Field(1.0, ge=0, description="CPUs each replica asks Ray for.")
+    ray_min_replicas: int = Field(1, ge=0, le=1000, description="Replicas each family keeps running once it is used.")
+    ray_max_replicas: int = Field(4, ge=1, le=1000, description="Replicas a family may grow to as its queue grows.")
+    ray_jobs_per_replica: int = Field(1, ge=1, le=64, description="Jobs one replica runs at once.")
 
     @field_validator("cache_dir", "outputs_dir", "models_dir", "presets_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(os.path.expandvars(str(value))).expanduser()
+
+    @model_validator(mode="after")
+    def _replicas_in_order(self) -> Settings:
+        if self.ray_min_replicas > self.ray_max_replicas:
+            raise ValueError(f"ray_min_replicas ({self.ray_min_replicas}) is above ray_max_replicas "
+                             f"({self.ray_max_replicas})")
+        return self
+
+    @property
+    def job_slots(self) -> int:
+        """Jobs the app runs at once: `gpu_slots` on this machine; on a Ray cluster, as many as every family's
+        replicas can take when grown to their most (the rest wait in the app's queue, which shows their place)."""
+        if self.backend == "local":
+            return self.gpu_slots
+        return max(self.gpu_slots, self.ray_max_replicas * self.ray_jobs_per_replica * len(self.ray_num_gpus))
 
     @property
     def models_path(self) -> Path:

@@ -23,6 +23,7 @@ LAYERS = {
     "nstdiff": 7, "nstdiff.library.previews": 7,
     # executor and routing
     "nstdiff.executor": 6, "nstdiff.routing": 6, "nstdiff.library.route": 6,
+    "nstdiff.distributed": 6,  # the executor for a Ray cluster, and the choice between it and the local one
     # training loops: they run methods' building blocks and are started by the executor
     "nstdiff.training": 5,
     # methods, one file each, with their shared base classes

@@ -2,8 +2,8 @@
 3D), History and Models, over one executor and one result store. `App` is the host every tab is written against
 (`ui/host.py`); it assembles the tabs, and no tab imports it.
 
-Every heavy event shares the concurrency id "gpu" with a limit of `settings.gpu_slots`, so jobs queue for the
-device instead of fighting over it. Errors from the core reach the person as their message (`gr.Error`), never as a
+Every heavy event shares the concurrency id "gpu" with a limit of `settings.job_slots` (`gpu_slots` locally), so
+jobs queue for the device instead of fighting over it. Errors from the core reach the person as their message (`gr.Error`), never as a
 stack trace, and the server keeps serving.
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any, Iterator
 import gradio as gr
 
 from nstdiff.errors import Cancelled, NstdiffError
-from nstdiff.executor import CancelToken, Executor, InProcessExecutor
+from nstdiff.distributed import build_executor
+from nstdiff.executor import CancelToken, Executor
 from nstdiff.registry import TABS_GROUP, plugins
 from nstdiff.schema import RunResult
 from nstdiff.settings import Settings, get_settings
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 class App:
     def __init__(self, executor: Executor | None = None, settings: Settings | None = None):
         self.settings = settings or get_settings()
-        self.executor = executor or InProcessExecutor(self.settings)
+        self.executor = executor or build_executor(self.settings)  # local, or a Ray cluster (setting `backend`)
         self.store = Store(self.settings.outputs_dir)
         self.server_lock = self.store.claim()
         if self.server_lock is not None:
@@ -140,7 +141,7 @@ class App:
     @property
     def gpu_queue(self) -> dict[str, Any]:
         """Event arguments that put a job in the one shared device queue (extensions' tabs use them too)."""
-        return {"concurrency_limit": self.settings.gpu_slots, **GPU}
+        return {"concurrency_limit": self.settings.job_slots, **GPU}
 
     # -- layout ------------------------------------------------------------------------------------------------
 

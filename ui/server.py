@@ -63,7 +63,7 @@ def create_server(settings: Settings | None = None, executor: Executor | None = 
     settings = settings or get_settings()
     app = App(executor, settings)
     demo = app.build().queue(max_size=settings.queue_max_size, api_open=False,
-                             default_concurrency_limit=settings.gpu_slots)
+                             default_concurrency_limit=settings.job_slots)
     server = FastAPI(title="nstdiff")
     throttle = LoginThrottle(settings.auth_max_failures, settings.auth_lockout_seconds)
 
@@ -83,7 +83,8 @@ def create_server(settings: Settings | None = None, executor: Executor | None = 
 
     @server.get("/healthz")
     def healthz() -> dict[str, object]:
-        return {"status": "ok", "models": {m.name: m.ready for m in app.executor.models()}}
+        # where jobs run: "local", or "ray" with the cluster's address and each deployment's replicas by state
+        return {"status": "ok", **app.executor.health(), "models": {m.name: m.ready for m in app.executor.models()}}
 
     mounted = gr.mount_gradio_app(
         server, demo, path="/", auth=auth, allowed_paths=[str(app.store.results)],

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from extensions.audio.schema import OUTPUT_SUFFIXES, AudioStyleRequest
+from nstdiff.commands.jobs import add_backend_flags
 
 # flags beyond the positional content, --style and -o: each one a request field, with its bounds and help from there
 FIELDS = ("strength", "steps", "seconds", "mode", "filters", "kernel_width", "n_fft", "sample_rate", "seed")
@@ -23,6 +24,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                             help=f"{info.description} (default: {info.default})")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output file: .wav or .flac")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_flags(parser)
     parser.set_defaults(handler=run)
 
 

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from extensions.mesh.schema import OUTPUT_SUFFIXES, MeshStyleRequest
+from nstdiff.commands.jobs import add_backend_flags
 
 FIELDS = MeshStyleRequest.model_fields
 
@@ -25,6 +26,7 @@ def add_command(subparsers) -> None:
                         help=f"output file: {', '.join(OUTPUT_SUFFIXES)} (.obj also writes .mtl and .png beside it; "
                         ".zip holds all three)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_flags(parser)
     parser.set_defaults(handler=run)
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from extensions.video.schema import OUTPUT_SUFFIXES, VideoStyleRequest
+from nstdiff.commands.jobs import add_backend_flags
 
 FIELDS = VideoStyleRequest.model_fields
 # flags beyond the positional clip, --style, --method, --options and -o: each one a request field, help from there
@@ -29,6 +30,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help='the image method\'s own options as JSON, e.g. \'{"optimizer": "adam"}\'')
     parser.add_argument("-o", "--output", type=Path, required=True, help="output file: .mp4 (H.264) or .webm (VP9)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_flags(parser)
     parser.set_defaults(handler=run)
 
 

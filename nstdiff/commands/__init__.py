@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from nstdiff.commands import adain, fast, library, lora, methods, models, presets, serve, stylize
 from nstdiff.commands.flags import CommandParser
-from nstdiff.errors import Cancelled, NstdiffError
-from nstdiff.errors import format_validation_error
+from nstdiff.commands.jobs import apply_backend_flags
+from nstdiff.errors import Cancelled, NstdiffError, format_validation_error
 from nstdiff.registry import COMMANDS_GROUP, plugins
 
 GROUPS = (stylize, serve, adain, lora, fast, methods, presets, models, library)  # in the order --help lists them
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        apply_backend_flags(args)  # --backend / --ray-address, for the commands that take them
         return args.handler(args)
     except ValidationError as exc:
         print(f"error: {format_validation_error(exc)}", file=sys.stderr)

@@ -2,6 +2,8 @@
 saved. The extensions' commands run their requests with `run_request` too."""
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -10,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Collection, Iterator
 
 from pydantic import BaseModel
 
-from nstdiff.executor import CancelToken, InProcessExecutor
+from nstdiff.distributed import build_executor
+from nstdiff.executor import CancelToken
+from nstdiff.settings import reload_settings
 
 if TYPE_CHECKING:
     from nstdiff.executor import ProgressCallback
@@ -61,6 +65,25 @@ def cancelled_by_ctrl_c(quiet: bool) -> Iterator[tuple[ProgressCallback, CancelT
         signal.signal(signal.SIGINT, previous)
 
 
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    """--backend and --ray-address: where the command's jobs run (they override the settings)."""
+    parser.add_argument("--backend", choices=["local", "ray"], help="where jobs run: in this process (local), or on "
+                        "a Ray cluster's replicas (ray); default: the setting `backend`, local")
+    parser.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster to join (with --backend ray; "
+                        "default: the setting `ray_address`, else a Ray instance started on this machine)")
+
+
+def apply_backend_flags(args: argparse.Namespace) -> None:
+    """Make --backend/--ray-address the settings of this process (and of the app it serves)."""
+    changed = False
+    for flag, variable in (("backend", "NSTDIFF_BACKEND"), ("ray_address", "NSTDIFF_RAY_ADDRESS")):
+        if getattr(args, flag, None):
+            os.environ[variable] = getattr(args, flag)
+            changed = True
+    if changed:
+        reload_settings()
+
+
 def run_request(request: BaseModel, output: Path, quiet: bool, suffixes: Collection[str] | None = None) -> int:
     """Run any method's request with a progress bar and Ctrl-C cancellation, and save its result to `output`, whose
     suffix must be one of `suffixes` (default: the image formats)."""
@@ -68,7 +91,7 @@ def run_request(request: BaseModel, output: Path, quiet: bool, suffixes: Collect
 
     check_writable(output, suffixes or IMAGE_FORMATS)  # fail before minutes of work, not after
     with cancelled_by_ctrl_c(quiet) as (on_progress, cancel):
-        result = InProcessExecutor().run(request, progress=on_progress, cancel=cancel)
+        result = build_executor().run(request, progress=on_progress, cancel=cancel)
     written = result.save(output)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -77,6 +100,7 @@ def run_request(request: BaseModel, output: Path, quiet: bool, suffixes: Collect
 
 
 def train_until_ctrl_c(config: BaseModel, quiet: bool) -> Any:
-    """Train `config` in this process with a progress bar; Ctrl-C stops it after the current step, checkpoints kept."""
+    """Train `config` with a progress bar, in this process or as a Ray task (setting `backend`); Ctrl-C stops it after
+    the current step, checkpoints kept."""
     with cancelled_by_ctrl_c(quiet) as (on_progress, cancel):
-        return InProcessExecutor().train(config, progress=on_progress, cancel=cancel)
+        return build_executor().train(config, progress=on_progress, cancel=cancel)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from nstdiff.commands.flags import add_options_flags, field_help
-from nstdiff.commands.jobs import run_request
+from nstdiff.commands.jobs import add_backend_flags, run_request
 from nstdiff.errors import InputError
 from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
 
@@ -35,6 +35,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     example.add_argument("-o", "--output", type=Path, default=Path("example.png"))
     example.add_argument("--size", type=int, default=256)
     example.add_argument("--quiet", action="store_true")
+    add_backend_flags(example)
     example.set_defaults(handler=_example)
 
 
@@ -104,6 +105,7 @@ def _common_image_flags(parser: argparse.ArgumentParser) -> None:
                         help=field_help(Controls, "style_scale"))
     parser.add_argument("-o", "--output", type=Path, required=True, help="output image: .png, .jpg or .webp")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_flags(parser)
 
 
 def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyleRequest:

@@ -1,0 +1,93 @@
+"""What the ray backend costs and gains: the same 20 small jobs on `local` and on `ray` with 1 and 2 replicas.
+
+    python benchmarks/ray_overhead.py [--jobs 20] [--size 96] [--steps 30]
+
+One machine, a Ray instance started here with 2 CPUs; every job is a CPU-bound Gram run (random encoder) on one
+thread, locally and in each replica. Measured in one run:
+- per-job overhead: mean seconds per job, one after another, on ray with 1 replica minus on local
+  (target ≤ 0.3 s: the object store, the stream of progress events, the result coming back);
+- throughput scaling: wall time of the 20 jobs sent at once to 1 replica ÷ to 2 replicas (target ≥ 1.6× on 2
+  cores; the machine's other load lowers it).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+
+from nstdiff.commands.stylize import EXAMPLES  # noqa: E402
+from nstdiff.distributed.ray_executor import APP_PREFIX, RayExecutor  # noqa: E402
+from nstdiff.executor import InProcessExecutor  # noqa: E402
+from nstdiff.schema import ImageStyleRequest  # noqa: E402
+from nstdiff.settings import Settings  # noqa: E402
+
+
+def one_by_one(executor, requests) -> float:
+    """Mean seconds per job, each sent when the last one is back."""
+    seconds = []
+    for request in requests:
+        started = time.perf_counter()
+        executor.run(request)
+        seconds.append(time.perf_counter() - started)
+    return statistics.mean(seconds)
+
+
+def all_at_once(executor, requests) -> float:
+    """Wall seconds for every job sent at once."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(requests)) as pool:
+        list(pool.map(executor.run, requests))
+    return time.perf_counter() - started
+
+
+def on_ray(settings: Settings, replicas: int) -> RayExecutor:
+    serve.delete(APP_PREFIX + "classic")  # a fresh deployment with this many replicas
+    executor = RayExecutor(settings.model_copy(update={"ray_min_replicas": replicas, "ray_max_replicas": replicas}))
+    executor.run(ImageStyleRequest(method="gram", content=EXAMPLES / "photo.jpg", styles=[EXAMPLES / "painting.jpg"],
+                                   size=32, steps=1, seed=0, encoder="random"))  # deployed, torch imported: warm
+    return executor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    requests = [ImageStyleRequest(method="gram", content=EXAMPLES / "photo.jpg", styles=[EXAMPLES / "painting.jpg"],
+                                  size=args.size, steps=args.steps, seed=seed, encoder="random")
+                for seed in range(args.jobs)]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(backend="ray", outputs_dir=Path(tmp) / "outputs", cache_dir=Path(tmp) / "cache",
+                            device="cpu", allow_downloads=False, threads=1, ray_num_cpus=1, queue_max_size=100)
+        local = InProcessExecutor(settings)
+        local.run(requests[0])  # torch and the encoder warm, as in a replica
+        local_each = one_by_one(local, requests)
+        ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False)
+        try:
+            one = on_ray(settings, 1)
+            ray_each = one_by_one(one, requests)
+            wall = {1: all_at_once(one, requests)}
+            wall[2] = all_at_once(on_ray(settings, 2), requests)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    print(f"{args.jobs} Gram jobs, {args.size} px, {args.steps} steps, one thread each")
+    print(f"per job, one after another: local {local_each:.3f} s, ray 1 replica {ray_each:.3f} s "
+          f"-> overhead {ray_each - local_each:+.3f} s (target <= 0.3 s)")
+    print(f"all at once: ray 1 replica {wall[1]:.2f} s, 2 replicas {wall[2]:.2f} s "
+          f"-> scaling {wall[1] / wall[2]:.2f}x (target >= 1.6x on 2 cores)")
+
+
+if __name__ == "__main__":
+    main()
