@@ -107,6 +107,11 @@ def test_stylealigned_makes_a_new_image_from_noise_per_seed(models, images):
     assert new(1, temperature=2.0) != first
 
 
+def test_both_run_on_the_sdxl_family(models, images):
+    for method in ("diffusion-styleid", "diffusion-stylealigned"):
+        assert run(images, method, model="sdxl") != run(images, method, style="blue", model="sdxl")
+
+
 def test_progress_per_step_and_cancel_restore_the_processors(models, images):
     events = []
     stylize(request(images), progress=events.append)

@@ -9,6 +9,7 @@ gives a reference image's latent at each of them (StyleAligned's reference).
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,8 @@ def invert(pipe: Any, latents: torch.Tensor, steps: int, prompt: str,
         return on_step(pipeline, step, timestep, callback_kwargs) if on_step else callback_kwargs
 
     scheduler = pipe.scheduler
-    pipe.scheduler = DDIMInverseScheduler.from_config(scheduler.config)
+    accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters  # (an SDXL config has Euler's keys too)
+    pipe.scheduler = DDIMInverseScheduler.from_config({k: v for k, v in scheduler.config.items() if k in accepted})
     factor = pipe.vae_scale_factor
     try:
         pipe(prompt=prompt, latents=latents, num_inference_steps=steps, guidance_scale=1.0, output_type="latent",
