@@ -176,3 +176,9 @@ def test_requests_they_cannot_honour_are_refused_up_front(images, method, change
     fields.update({key: [images[s] for s in value] if key == "styles" else value for key, value in change.items()})
     with pytest.raises(InputError, match=message):  # no models folder here: refused before anything is looked for
         stylize(ImageStyleRequest(**fields))
+
+
+def test_strength_is_not_used_and_never_lengthens_the_schedule(models, images):
+    result = stylize(ImageStyleRequest(method="diffusion-styleid", content=images["content"], styles=[images["red"]],
+                                       size=64, steps=STEPS, seed=1, controls={"strength": 0.1}))
+    assert f"{STEPS} steps" in " ".join(result.notes) and "strength is not used" in " ".join(result.notes)

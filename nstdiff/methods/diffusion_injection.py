@@ -48,6 +48,12 @@ class AttentionInjectionMethod(DiffusionMethod):
             raise InputError(f"{self.name} runs DDIM, whose inversion it needs; turn fast mode off")
 
     @staticmethod
+    def schedule(model: LoadedModel, job: ImageJob, options: InjectionOptions, strength: float,
+                 context: RunContext) -> Schedule:
+        # the whole schedule runs (strength is not used), so a small strength never lengthens it
+        return DiffusionMethod.schedule(model, job, options, 1.0, context)
+
+    @staticmethod
     def working_size(model: LoadedModel, job: ImageJob) -> tuple[int, int]:
         width, height = DiffusionMethod.working_size(model, job)
         step = max(LATENT_MULTIPLE, model.pipeline.vae_scale_factor)
