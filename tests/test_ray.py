@@ -49,6 +49,15 @@ def test_backend_ray_without_ray_installed_says_what_to_install(monkeypatch):
         build_executor(Settings(backend="ray"))
 
 
+def test_healthz_says_the_local_backend(isolated_settings):
+    from fastapi.testclient import TestClient
+
+    from ui.server import create_server
+
+    health = TestClient(create_server(isolated_settings)).get("/healthz").json()
+    assert health["status"] == "ok" and health["backend"] == "local" and "deployments" not in health
+
+
 def test_input_files_travel_as_bytes_and_come_back_as_their_paths(tmp_path):
     """What the object store carries: each input file's bytes once (a mesh's materials with it), written on the
     replica under its own name; an oversized file is not read but arrives as large (refused by the same check)."""
@@ -249,7 +258,7 @@ def test_the_app_on_ray_streams_progress_cancels_stores_results_and_reports_its_
 
         job = client.submit(**{**form, "steps": 5000}, api_name="/stylize")
         deadline, progress = time.time() + 120, None
-        while time.time() < deadline and not progress:
+        while time.time() < deadline and not (progress and progress.length):  # after "running on …" come steps
             progress = (job.status().progress_data or [None])[0]
             time.sleep(0.1)
         assert progress is not None and progress.length == 5000
