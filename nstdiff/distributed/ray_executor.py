@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from nstdiff.context import CancelToken, ProgressCallback
 from nstdiff.distributed.replica import Failure, FamilyReplica, train_task
 from nstdiff.distributed.shipping import pack
-from nstdiff.errors import Cancelled, NstdiffError, ResourceError
+from nstdiff.errors import Cancelled, InputError, NstdiffError, ResourceError
 from nstdiff.executor import InProcessExecutor, as_image_request, method_name
 from nstdiff.registry import get_method
 from nstdiff.routing import ROUTED, route
@@ -55,7 +55,11 @@ class RayExecutor(InProcessExecutor):
         from ray import serve
 
         if not ray.is_initialized():  # no address: a Ray instance on this machine, so the same command works alone
-            ray.init(address=self.settings.ray_address, include_dashboard=False, log_to_driver=True)
+            try:
+                ray.init(address=self.settings.ray_address, include_dashboard=False, log_to_driver=True)
+            except ConnectionError as exc:
+                raise InputError(f"cannot join the Ray cluster at {self.settings.ray_address} ({exc}); start it "
+                                 "with `ray start --head` there, or check ray_address / --ray-address") from None
             # the training processes the app starts (`nstdiff lora train`) join this cluster, not a new one
             os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
         serve.start(proxy_location="Disabled")  # no HTTP ingress: the app calls the deployments through handles
