@@ -21,7 +21,7 @@ from PIL import Image
 
 from nstdiff.distributed import build_executor
 from nstdiff.distributed.shipping import Parcel, Unpacked, pack
-from nstdiff.errors import Cancelled, InputError
+from nstdiff.errors import Cancelled, InputError, ResourceError
 from nstdiff.executor import CancelToken, InProcessExecutor
 from nstdiff.schema import ImageStyleRequest
 from nstdiff.settings import Settings
@@ -47,6 +47,15 @@ def test_backend_ray_without_ray_installed_says_what_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
     with pytest.raises(InputError, match=r"pip install 'nstdiff\[ray\]'"):
         build_executor(Settings(backend="ray"))
+
+
+def test_healthz_says_the_local_backend(isolated_settings):
+    from fastapi.testclient import TestClient
+
+    from ui.server import create_server
+
+    health = TestClient(create_server(isolated_settings)).get("/healthz").json()
+    assert health["status"] == "ok" and health["backend"] == "local" and "deployments" not in health
 
 
 def test_input_files_travel_as_bytes_and_come_back_as_their_paths(tmp_path):
@@ -169,7 +178,7 @@ def test_errors_reach_the_caller_as_the_local_backends_messages(cluster, inputs,
 @pytest.mark.ray
 def test_cancel_stops_the_job_on_its_replica(cluster, inputs):
     executor, _ = cluster
-    token, on_progress, events = cancel_at(3)
+    token, on_progress, _ = cancel_at(3)
     with pytest.raises(Cancelled) as stopped:
         executor.run(gram(inputs, steps=5000), progress=on_progress, cancel=token)
     assert 3 <= stopped.value.step < 5000
@@ -249,7 +258,7 @@ def test_the_app_on_ray_streams_progress_cancels_stores_results_and_reports_its_
 
         job = client.submit(**{**form, "steps": 5000}, api_name="/stylize")
         deadline, progress = time.time() + 120, None
-        while time.time() < deadline and not progress:
+        while time.time() < deadline and not (progress and progress.length):  # after "running on …" come steps
             progress = (job.status().progress_data or [None])[0]
             time.sleep(0.1)
         assert progress is not None and progress.length == 5000
@@ -295,3 +304,34 @@ def test_training_runs_as_a_ray_task_and_resumes_from_its_checkpoint(cluster, tm
     assert 10 <= report.start_step < 30 and report.start_step % 5 == 0  # the checkpoint the cancelled task left
     assert str(report.path).startswith(str(settings.models_path))  # written where the cluster's models live
     assert any(f"resuming from step {report.start_step}" in e.message for e in events)
+
+
+@pytest.mark.ray
+def test_a_full_queue_gets_the_apps_queue_full_message(cluster, inputs):
+    """Last in the module: it redeploys the classic family with one replica and room for one waiting job."""
+    from ray import serve
+
+    from nstdiff.distributed.ray_executor import QUEUE_FULL, RayExecutor
+
+    _, settings = cluster
+    serve.delete("nstdiff-classic")
+    executor = RayExecutor(settings.model_copy(update={"queue_max_size": 1, "ray_min_replicas": 1,
+                                                       "ray_max_replicas": 1}))
+    token = CancelToken()
+
+    def job(seed: int) -> str:
+        try:
+            executor.run(gram(inputs, steps=5000, seed=seed), cancel=token)
+        except ResourceError as exc:
+            return str(exc)
+        except Cancelled:
+            return "cancelled"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = [pool.submit(job, seed) for seed in range(4)]
+        deadline = time.time() + 120
+        while sum(f.done() for f in outcomes) < 2:  # one job runs, one waits: the other two do not fit
+            assert time.time() < deadline, "no job was refused"
+            time.sleep(0.1)
+        token.cancel()
+        assert sorted(f.result() for f in outcomes) == sorted([QUEUE_FULL, QUEUE_FULL, "cancelled", "cancelled"])

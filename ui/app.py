@@ -3,8 +3,8 @@
 (`ui/host.py`); it assembles the tabs, and no tab imports it.
 
 Every heavy event shares the concurrency id "gpu" with a limit of `settings.job_slots` (`gpu_slots` locally), so
-jobs queue for the device instead of fighting over it. Errors from the core reach the person as their message (`gr.Error`), never as a
-stack trace, and the server keeps serving.
+jobs queue for the device instead of fighting over it. Errors from the core reach the person as their message
+(`gr.Error`), never as a stack trace, and the server keeps serving.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from nstdiff.errors import Cancelled, NstdiffError
 from nstdiff.distributed import build_executor
+from nstdiff.errors import Cancelled, NstdiffError
 from nstdiff.executor import CancelToken, Executor
 from nstdiff.registry import TABS_GROUP, plugins
 from nstdiff.schema import RunResult

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nstdiff.commands.flags import flag
 from nstdiff.commands.jobs import progress_printer
-from nstdiff.executor import InProcessExecutor
+from nstdiff.distributed import build_executor
 
 # the config's fields with a flag of their own (--content and --style name its two folders)
 FLAGS = ("encoder", "steps", "batch", "size", "learning_rate", "style_weight", "checkpoint_every", "seed", "output")
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         name: getattr(args, name) for name in DecoderTraining.model_fields if hasattr(args, name)})
     on_progress, close = progress_printer(args.quiet)
     try:
-        report = InProcessExecutor().train(config, progress=on_progress)
+        report = build_executor().train(config, progress=on_progress)
     finally:
         close()
     print(f"wrote {report.path} (steps {report.start_step + 1}–{report.steps}, last loss {report.losses[-1]:.4g})"

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from nstdiff.context import CancelToken, ProgressCallback
 from nstdiff.distributed.replica import Failure, FamilyReplica, train_task
 from nstdiff.distributed.shipping import pack
-from nstdiff.errors import Cancelled, NstdiffError, ResourceError
+from nstdiff.errors import Cancelled, InputError, NstdiffError, ResourceError
 from nstdiff.executor import InProcessExecutor, as_image_request, method_name
 from nstdiff.registry import get_method
 from nstdiff.routing import ROUTED, route
@@ -55,7 +55,11 @@ class RayExecutor(InProcessExecutor):
         from ray import serve
 
         if not ray.is_initialized():  # no address: a Ray instance on this machine, so the same command works alone
-            ray.init(address=self.settings.ray_address, include_dashboard=False, log_to_driver=True)
+            try:
+                ray.init(address=self.settings.ray_address, include_dashboard=False, log_to_driver=True)
+            except ConnectionError as exc:
+                raise InputError(f"cannot join the Ray cluster at {self.settings.ray_address} ({exc}); start it "
+                                 "with `ray start --head` there, or check ray_address / --ray-address") from None
             # the training processes the app starts (`nstdiff lora train`) join this cluster, not a new one
             os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
         serve.start(proxy_location="Disabled")  # no HTTP ingress: the app calls the deployments through handles
@@ -107,8 +111,9 @@ class RayExecutor(InProcessExecutor):
         for app_name, application in serve.status().applications.items():
             if app_name.startswith(APP_PREFIX):
                 for name, deployment in application.deployments.items():
+                    states = deployment.replica_states.items()
                     deployments[name] = {"status": _word(deployment.status),
-                                         "replicas": {_word(state): n for state, n in deployment.replica_states.items()}}
+                                         "replicas": {_word(state): n for state, n in states}}
         return {"backend": "ray", "address": self.address, "deployments": deployments}
 
     # -- jobs ------------------------------------------------------------------------------------------------------
@@ -160,7 +165,8 @@ class RayExecutor(InProcessExecutor):
         import ray
         from ray.serve.exceptions import BackPressureError, RequestCancelledError
 
-        done, finished = threading.Event(), False
+        done = threading.Event()
+        settled = False  # the stream ended (a result, an error, a refusal, a lost replica): nothing left to cancel
         step = [0, 0]
 
         def forward_cancel() -> None:
@@ -177,21 +183,28 @@ class RayExecutor(InProcessExecutor):
                         step[:] = item.step, item.total
                     if progress:
                         progress(item)
-                elif isinstance(item, Failure):
+                    continue
+                settled = True
+                if isinstance(item, Failure):
                     raise item.error()
-                else:
-                    finished = True
-                    return item
+                return item
+            settled = True
             raise _LostReplica("its stream ended without a result")
         except (RequestCancelledError, ray.exceptions.TaskCancelledError):
+            settled = True
             raise Cancelled(*step) from None
         except BackPressureError:
+            settled = True
             raise ResourceError(QUEUE_FULL) from None
+        except _LostReplica:
+            settled = True
+            raise
         except ray.exceptions.RayTaskError as exc:  # an unexpected error in the method: raised as itself
+            settled = True
             raise exc.cause if isinstance(exc.cause, Exception) else exc
         finally:
             done.set()
-            if not finished:
+            if not settled:
                 response.cancel()  # a callback that raised, or Ctrl-C: the replica stops too
 
 
