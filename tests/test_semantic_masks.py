@@ -245,6 +245,9 @@ def test_style_masks_only_where_a_method_uses_them(images, tmp_path):
     Image.new("L", (48, 48), 255).save(tmp_path / "all.png")
     with pytest.raises(InputError, match="method 'adain' does not use masks on the style images; use method gram"):
         run(images, method="adain", controls={"style_masks": [tmp_path / "all.png"]})
+    auto = run(images, method="auto", quality="fast", steps=None, controls={"style_masks": [tmp_path / "all.png"]})
+    assert auto.method == "gram" and any("masks on the style images are read by the Gram method only" in note
+                                         for note in auto.notes)
     Image.new("L", (20, 20), 255).save(tmp_path / "small.png")
     with pytest.raises(InputError, match="style mask 1 is 20x20 but style 1 is 48x48"):
         run(images, controls={"style_masks": [tmp_path / "small.png"]})

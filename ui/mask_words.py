@@ -57,12 +57,13 @@ class WordsWidgets:
 def build_words() -> WordsWidgets:
     """The widgets, inside the tab's Region mask accordion."""
     gr.Markdown(HELP)
-    where = gr.Textbox(label="Where each style goes (one line per style image)", lines=2,
+    # an initial value makes the `/stylize` parameter optional for API clients (Gradio reads it as the default)
+    where = gr.Textbox("", label="Where each style goes (one line per style image)", lines=2,
                        placeholder="sky\nperson, dog", elem_id="mask-where")
     with gr.Row():
-        only = gr.Textbox(label="Only", placeholder="the dog", elem_id="mask-only",
+        only = gr.Textbox("", label="Only", placeholder="the dog", elem_id="mask-only",
                           info=Controls.model_fields["only"].description)
-        except_ = gr.Textbox(label="Except", placeholder="faces", elem_id="mask-except",
+        except_ = gr.Textbox("", label="Except", placeholder="faces", elem_id="mask-except",
                              info=Controls.model_fields["except_"].description)
     with gr.Row():
         threshold = gr.Slider(label="Match threshold", step=0.05, elem_id="mask-threshold", minimum=0.05,
