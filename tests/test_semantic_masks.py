@@ -73,6 +73,8 @@ def scripted(monkeypatch):
         probabilities = np.stack([SCRIPT[p](u, v) for p in phrases]).astype(np.float32)
         return SimpleNamespace(logits=torch.logit(torch.from_numpy(probabilities)))
 
+    processor.tokenizer = lambda text: SimpleNamespace(input_ids=text.split())
+    model.config = SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=77))
     fake = Segmenter(processor, model, torch.device("cpu"), "scripted")
     monkeypatch.setattr(words, "load_segmenter", lambda settings, device, message=None: fake)
     return asked
@@ -108,6 +110,14 @@ def test_the_phrase_reaches_the_tiny_clipseg_from_the_models_folder(clipseg_in_m
     assert [t.replace(" ", "") for t in texts] == ["sky", "areddog"]  # byte-level vocabulary: letters, no merges
     assert scores.shape == (2, 50, 70) and 0 <= float(scores.min()) and float(scores.max()) <= 1
     assert (scores[0] - scores[1]).abs().max() > 1e-3  # the phrase conditions the mask
+
+
+def test_a_phrase_longer_than_the_model_reads_is_refused_with_a_message(clipseg_in_models_folder):
+    text_model = load_segmenter(clipseg_in_models_folder, torch.device("cpu")).model.config.text_config
+    phrase = "the small brown dog " * (text_model.max_position_embeddings // 4)
+    with pytest.raises(InputError, match=r"tokens long; the segmentation model reads at most \d+"):
+        words.phrase_scores(Image.new("RGB", (40, 30)), ["sky", phrase], (40, 30), clipseg_in_models_folder,
+                            torch.device("cpu"))
 
 
 def test_a_clipseg_with_only_a_pickle_is_refused_unread(tmp_path, monkeypatch):
@@ -274,6 +284,19 @@ def test_grabcut_isolates_a_square(square_photo, prompt):
     assert (found & square).sum() / (found | square).sum() > 0.9
 
 
+def test_a_large_photo_is_cut_on_a_smaller_copy_and_the_mask_comes_back_at_its_size(square_photo, monkeypatch):
+    import nstdiff.controls.grabcut as grabcut
+
+    photo, square = square_photo
+    seen = []
+    real = grabcut.cv2.grabCut
+    monkeypatch.setattr(grabcut.cv2, "grabCut", lambda pixels, *a: seen.append(pixels.shape) or real(pixels, *a))
+    monkeypatch.setattr(grabcut, "WORK_SIDE", 80)  # the photo is 160 px wide: cut at half size
+    found = grabcut_mask(photo, box=(35, 25, 130, 105), foreground=[(80, 65)])
+    assert seen == [(60, 80, 3)] and found.shape == (120, 160)
+    assert (found & square).sum() / (found | square).sum() > 0.85
+
+
 def test_grabcut_needs_a_box_or_a_click(square_photo):
     with pytest.raises(InputError, match="needs a box around the object or at least one click"):
         grabcut_mask(square_photo[0])
@@ -305,11 +328,12 @@ def test_cli_regions_named_in_words(images, tiny_clipseg, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--region", "sky"], "'sky' is not PHRASES=STYLE_IMAGE"),
+    (["--style", "{red}", "--region", "sky={blue}"], "give the styles through --region only"),
     (["--only", "the dog", "--style", "{red}"], "model 'clipseg' is not available"),
     (["--style", "{red}", "--style-mask", "{red}", "--method", "adain"], "does not use masks on the style images"),
 ])
 def test_cli_word_mask_mistakes(images, tmp_path, args, message):
-    args = [a.format(red=images["red"]) for a in args]
+    args = [a.format(red=images["red"], blue=images["blue"]) for a in args]
     run_ = nstdiff("stylize", images["content"], *args, "--size", 32, "--steps", 2, "--encoder", "random",
                    "-o", tmp_path / "o.png")
     assert run_.returncode != 0 and message in run_.stderr, run_.stderr

@@ -51,7 +51,7 @@ def _word_mask_flags(parser: argparse.ArgumentParser) -> None:
     words = parser.add_argument_group("masks from words (a segmentation model: `nstdiff models fetch clipseg`)")
     words.add_argument("--region", action="append", default=[], type=_region, metavar="PHRASES=STYLE",
                        help="paint what the phrases name with that style image, e.g. 'sky=starry.jpg' (repeat; the "
-                       "rest of the photo stays untouched; each adds a style after the --style ones)")
+                       "rest of the photo stays untouched; the styles come from here, not --style)")
     words.add_argument("--only", action="append", default=[], metavar="PHRASE",
                        help="style only what the phrase names, e.g. 'the dog' (repeat for several)")
     words.add_argument("--except", dest="except_", action="append", default=[], metavar="PHRASE",
@@ -113,6 +113,9 @@ def _image_request(args: argparse.Namespace, content: Path | None) -> ImageStyle
     if len(weights) != len(args.style):
         raise InputError(f"--style-weights has {len(weights)} values for {len(args.style)} styles; give one each")
     regions = getattr(args, "region", [])
+    if regions and args.style:  # every style needs a region: one given by --style alone would have none
+        raise InputError("with --region each style comes with its place (--region 'sky=style.jpg'); give the styles "
+                         "through --region only, not also with --style")
     style_images = [*args.style, *(image for _, image in regions)]
     weights = [*weights, *[1.0] * len(regions)]
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}

@@ -20,8 +20,6 @@ from nstdiff.models.resolver import Message
 from nstdiff.models.segmentation import load_segmenter
 from nstdiff.settings import Settings
 
-DEFAULT_THRESHOLD = 0.4  # on the sigmoid of CLIPSeg's logits
-
 
 @dataclass(frozen=True)
 class WordsMask:
@@ -33,6 +31,12 @@ def phrase_scores(image: Image.Image, phrases: list[str], size: tuple[int, int],
                   device: torch.device, message: Message | None = None) -> torch.Tensor:
     """CLIPSeg's match of each phrase at each pixel, (P, H, W) in [0, 1] at `size` = (width, height)."""
     segmenter = load_segmenter(settings, device, message)
+    limit = segmenter.model.config.text_config.max_position_embeddings  # 77 for CLIPSeg
+    for phrase in phrases:
+        tokens = len(segmenter.processor.tokenizer(phrase).input_ids)
+        if tokens > limit:
+            raise InputError(f"the phrase '{phrase[:40]}…' is {tokens} tokens long; the segmentation model reads at "
+                             f"most {limit} (including start and end). Name the object in a few words.")
     inputs = segmenter.processor(text=phrases, images=[image.convert("RGB")] * len(phrases), padding=True,
                                  return_tensors="pt")
     with torch.no_grad():

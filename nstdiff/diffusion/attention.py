@@ -42,11 +42,16 @@ class InjectionState:
         return self.mode == "inject" and self.timestep in self.injected
 
 
+RUN_ORDER = ("down_blocks.", "mid_block.", "up_blocks.")  # `attn_processors` lists the mid block last
+
+
 def self_attention_layers(unet: Any, decoder_only: bool) -> list[str]:
     """The processor names of the UNet's self-attention layers (of its decoder, `up_blocks`, when `decoder_only`), in
-    the UNet's order: StyleID's layers 7–11 of SD 1.5 are the last five of the decoder's nine."""
-    return [name for name in unet.attn_processors
-            if name.endswith(SELF_ATTENTION) and (not decoder_only or name.startswith("up_blocks."))]
+    the order a denoising step runs them (down, mid, up): StyleID's (the official code's output blocks 6–11 of SD 1.5)
+    are the last six of the decoder's nine."""
+    names = [name for name in unet.attn_processors
+             if name.endswith(SELF_ATTENTION) and (not decoder_only or name.startswith("up_blocks."))]
+    return sorted(names, key=lambda name: next(i for i, part in enumerate(RUN_ORDER) if name.startswith(part)))
 
 
 def token_adain(features: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

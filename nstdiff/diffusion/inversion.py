@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from PIL import Image
 
+from nstdiff.diffusion.blending import encode_latents
+
 
 def encode(pipe: Any, image: Image.Image) -> torch.Tensor:
-    """The VAE latent (scaled, mean of its distribution) of an RGB image whose size is the run's."""
-    pixels = pipe.image_processor.preprocess(image).to(pipe.vae.device, pipe.vae.dtype)
-    with torch.no_grad():
-        latent = pipe.vae.encode(pixels).latent_dist.mode()
-    return (latent * pipe.vae.config.scaling_factor).to(pipe.unet.dtype)
+    """The latent of an RGB image whose size is the run's, as img2img makes it (`blending.encode_latents`: the VAE's
+    upcast and latent statistics respected), in the UNet's dtype."""
+    return encode_latents(pipe, image).to(pipe.unet.dtype)
 
 
 def invert(pipe: Any, latents: torch.Tensor, steps: int, prompt: str,

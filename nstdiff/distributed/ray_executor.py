@@ -65,13 +65,18 @@ class RayExecutor(InProcessExecutor):
         serve.start(proxy_location="Disabled")  # no HTTP ingress: the app calls the deployments through handles
         self.address = ray.get_runtime_context().gcs_address
         self._handles: dict[str, Any] = {}
-        self._deploying = threading.Lock()
+        self._deploying: dict[str, threading.Lock] = {}  # one per family: a family waiting for its replicas (a
+        self._locks = threading.Lock()  # busy GPU) does not hold up the jobs of the others
 
     # -- deployments -----------------------------------------------------------------------------------------------
 
     def handle(self, family: str) -> Any:
         """The streaming handle of `family`'s deployment, deployed on first use."""
-        with self._deploying:
+        if family in self._handles:
+            return self._handles[family]
+        with self._locks:
+            lock = self._deploying.setdefault(family, threading.Lock())
+        with lock:
             if family not in self._handles:
                 self._handles[family] = self._deploy(family).options(stream=True)
             return self._handles[family]

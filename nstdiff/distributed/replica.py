@@ -92,6 +92,9 @@ class FamilyReplica:
             token.cancel()  # the method stops at its next step; this replica takes a new job once it has
             await asyncio.shield(asyncio.wait({job}))
             raise
+        finally:  # also when Serve closes this generator at a `yield` (GeneratorExit, not a CancelledError)
+            if not job.done():
+                token.cancel()
 
 
 def train_task(settings: dict[str, Any], config: Any) -> Iterator[Any]:

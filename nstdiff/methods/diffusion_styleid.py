@@ -29,8 +29,9 @@ class StyleIDOptions(InjectionOptions):
                          "kept, Q̃ = γ·Q_photo + (1 − γ)·Q_result; higher keeps more of the photo.")
     temperature: float = Field(1.5, ge=0.1, le=3, description="Attention temperature τ: above 1 sharpens the "
                                "attention to the style's keys (stronger style).")
-    injection_layers: int = Field(5, ge=1, le=64, description="How many of the decoder's last self-attention layers "
-                                  "take the style's keys and values (5 = StyleID's layers 7–11 of SD 1.5).")
+    injection_layers: int = Field(6, ge=1, le=64, description="How many of the decoder's last self-attention layers "
+                                  "take the style's keys and values (6 = the official code's output blocks 6–11 "
+                                  "of SD 1.5).")
     initial_adain: bool = Field(True, description="Start from the photo's inverted noise AdaIN-ed toward the style's "
                                 "(the style's colours).")
 
