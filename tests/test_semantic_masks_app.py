@@ -52,6 +52,16 @@ def test_a_phrase_that_matches_nothing_is_explained_in_the_preview(scripted, hoo
         preview(hooked_app, form["content"], form["styles"], "", "unicorn", "", 0.4, 4)
 
 
+def test_more_places_than_style_images_and_bad_values_are_explained_in_the_preview(scripted, hooked_app, images,  # noqa: F811
+                                                                                   uploads):
+    form = image_form(images, uploads)  # one style image
+    with pytest.raises(gr.Error, match=r"2 lines of places for 1 style image\(s\): one line per style image"):
+        preview(hooked_app, form["content"], form["styles"], "sky\nground", "", "", 0.4, 0)
+    with pytest.raises(gr.Error, match="mask_threshold") as refused:
+        preview(hooked_app, form["content"], form["styles"], "", "sky", "", 1.5, 0)
+    assert "pydantic.dev" not in str(refused.value)
+
+
 def test_grabcut_from_clicks_on_the_photo_without_a_model(hooked_app, uploads):
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 90, (120, 160, 3)).astype(np.uint8)

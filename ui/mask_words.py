@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import numpy as np
+from pydantic import ValidationError
 
-from nstdiff.errors import InputError, NstdiffError
+from nstdiff.errors import InputError, NstdiffError, format_validation_error
 from nstdiff.schema import Controls
 from ui.files import offer, uploaded
 from ui.forms import bounds
@@ -137,10 +138,15 @@ def preview(app: "Host", content, styles, where, only, except_, threshold, feath
         raise gr.Error("add a content photo first", title="Check the mask")
     values = {"mask_where": where, "mask_only": only, "mask_except": except_, "mask_threshold": threshold,
               "mask_feather": feather}
+    fields = {k: v for k, v in words_controls(values).items() if k != "style_masks"}
+    count = max(1, len(styles or []))
+    if any(region["style"] > count for region in fields["regions"]):
+        raise gr.Error(f"{len(fields['regions'])} lines of places for {count} style image(s): one line per style "
+                       "image, so add the style images first", title="Check the mask")
     try:
-        controls = Controls(**{k: v for k, v in words_controls(values).items() if k != "style_masks"})
-    except ValueError as exc:
-        raise gr.Error(str(exc).splitlines()[-1], title="Check the mask")
+        controls = Controls(**fields)
+    except ValidationError as exc:
+        raise gr.Error(format_validation_error(exc), title="Check the mask")
     return _shown(app, content, len(styles or []), controls)
 
 
