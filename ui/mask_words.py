@@ -174,5 +174,6 @@ def wire_words(app: "Host", widgets: WordsWidgets, content: gr.File, styles: gr.
                                                         widgets.except_, widgets.threshold, widgets.feather],
                           shown, api_name="preview_mask", **app.gpu_queue)
     photo.select(add_click, widgets.points, widgets.points, queue=False, api_name=False, show_progress="hidden")
+    # in the shared queue: a cut takes seconds of CPU (and `grabcut_mask` bounds its size), so many at once wait
     widgets.cut.click(lambda c, p: cut_out(app, c, p), [content, widgets.points], shown, api_name="grabcut_mask",
-                      queue=False)
+                      **app.gpu_queue)
