@@ -1,5 +1,6 @@
 """The Image style tab's masks from words and GrabCut, driven without a server: the mask previewed over the photo
-before anything runs and put into the painter, the words reaching the request, GrabCut from clicks."""
+before anything runs and put into the painter, the words reaching the request, GrabCut from clicks; masks painted on
+the style images."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +12,10 @@ from PIL import Image
 
 from tests.conftest import CALLER, image_form, no_progress
 from tests.test_semantic_masks import scripted  # noqa: F401 - the scripted CLIPSeg fixture
+from ui.image_form import image_option_fields
+from ui.image_tab import IMAGE_FORM
 from ui.mask_words import add_click, cut_out, preview, refill_words
+from ui.style_painter import STYLE_PAINT, keep, pick, styles_changed
 
 
 def painted_colours(painter: dict) -> np.ndarray:
@@ -77,3 +81,66 @@ def test_grabcut_from_clicks_on_the_photo_without_a_model(hooked_app, uploads):
     assert (found & square).sum() / (found | square).sum() > 0.9 and note.startswith("GrabCut: the object is ")
     with pytest.raises(gr.Error, match="click on the object in the content preview first"):
         cut_out(hooked_app, str(uploads / "photo.png"), "")
+
+
+def two_styles(images, uploads) -> list[str]:
+    """Red stripes (48×48) and blue stripes at another size (40×30), as uploads."""
+    Image.open(images["blue"]).resize((40, 30)).save(uploads / "blue.png")
+    return [str(shutil.copy(images["red"], uploads / "red.png")), str(uploads / "blue.png")]
+
+
+def paint_on(styles: list[str], index: int, painted: dict, box: tuple[slice, slice]) -> dict:
+    """What the painter keeps when the person picks style `index` and paints `box` white on it."""
+    editor = pick(styles, index, painted)
+    height, width = np.asarray(Image.open(editor["background"])).shape[:2]
+    layer = np.zeros((height, width, 4), np.uint8)
+    layer[box] = (255, 255, 255, 255)
+    return keep(styles, index, {**editor, "layers": [layer]}, painted)
+
+
+def stored_style_masks(app, form: dict) -> list:
+    list(app.stylize({**form, "method": "gram"}, CALLER, no_progress))
+    (entry,) = app.store.list()
+    return [m and np.asarray(Image.open(m).convert("L")) for m in entry.parameters["controls"]["style_masks"]]
+
+
+def test_a_mask_painted_on_style_two_reaches_the_request(hooked_app, images, uploads):
+    styles = two_styles(images, uploads)
+    picker, editor, painted = styles_changed(styles, {})
+    assert picker["choices"] == [("Style 1", 0), ("Style 2", 1)] and editor["background"] == styles[0]
+    painted = paint_on(styles, 1, painted, (slice(5, 15), slice(10, 30)))
+    first, second = stored_style_masks(hooked_app, image_form(images, uploads, styles=styles, style_paint=painted))
+    assert first is None and second.shape == (30, 40)  # style 2's size
+    expected = np.zeros((30, 40), np.uint8)
+    expected[5:15, 10:30] = 255
+    assert (second == expected).all()  # painted: take the style from there; the rest: not
+
+
+def test_the_painter_shows_the_picked_style_and_forgets_masks_on_replaced_images(hooked_app, images, uploads):
+    styles = two_styles(images, uploads)
+    painted = paint_on(styles, 1, {}, (slice(0, 10), slice(0, 10)))
+    shown = pick(styles, 1, painted)
+    assert shown["background"] == styles[1] and (shown["layers"][0][:10, :10, 3] == 255).all()
+    assert pick(styles, 0, painted)["layers"] == []  # style 1: nothing painted on it
+    _, editor, kept = styles_changed(styles[::-1], painted)  # style 2 is now another image: its mask goes
+    assert kept == {} and editor["background"] == styles[1]
+    assert styles_changed(styles, painted)[2] == painted  # the same images: the mask stays
+    # the painter's state is no `/stylize` parameter: API callers' parameters stay as they were
+    demo = hooked_app.build()
+    parameters = [p["parameter_name"] for p in demo.get_api_info()["named_endpoints"]["/stylize"]["parameters"]]
+    assert tuple(parameters[:len(IMAGE_FORM)]) == IMAGE_FORM and STYLE_PAINT not in parameters
+    assert len(parameters) == len(IMAGE_FORM) + len(image_option_fields(hooked_app.executor))
+
+
+def test_a_painted_mask_wins_over_the_upload_for_its_style(hooked_app, images, uploads):
+    styles = two_styles(images, uploads)
+    top, left = np.zeros((48, 48), np.uint8), np.zeros((30, 40), np.uint8)
+    top[:24], left[:, :20] = 255, 255
+    Image.fromarray(top).save(uploads / "mask_1.png")
+    Image.fromarray(left).save(uploads / "mask_2.png")
+    painted = paint_on(styles, 1, {}, (slice(20, 30), slice(0, 40)))  # the bottom third of style 2
+    form = image_form(images, uploads, styles=styles, style_masks=[str(uploads / "mask_1.png"),
+                                                                   str(uploads / "mask_2.png")], style_paint=painted)
+    first, second = stored_style_masks(hooked_app, form)
+    assert (first == top).all()  # style 1: its upload
+    assert (second[20:] == 255).all() and (second[:20] == 0).all()  # style 2: the painted mask, not the upload

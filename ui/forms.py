@@ -41,21 +41,28 @@ def parse_weights(text: str | None, count: int) -> list[float]:
     return weights
 
 
-def painted_mask(editor_value: dict | None, tmp_dir: Path) -> Path | None:
-    """The mask painted in the image editor, as a PNG: unpainted pixels belong to style 1 (white)."""
+def painted_mask(editor_value: dict | None, tmp_dir: Path, name: str = "painted_mask.png",
+                 unpainted: tuple[int, int, int] = (255, 255, 255), size: tuple[int, int] | None = None) -> Path | None:
+    """The mask painted in an image editor, as the PNG `tmp_dir / name` (scaled to `size`, width × height, if given):
+    painted pixels keep their colour, unpainted ones get `unpainted` (the content mask: white, style 1; a style
+    image's mask: black, "not from here"). None when nothing is painted."""
     if not editor_value or not editor_value.get("layers"):
         return None
     layers = [np.asarray(layer) for layer in editor_value["layers"] if layer is not None]
     if not layers or all(layer.shape[-1] == 4 and not layer[..., 3].any() for layer in layers):
         return None
     height, width = layers[0].shape[:2]
-    mask = np.full((height, width, 3), 255, np.uint8)
+    mask = np.empty((height, width, 3), np.uint8)
+    mask[:] = unpainted
     for layer in layers:
         if layer.shape[-1] == 4:
             painted = layer[..., 3] > 127
             mask[painted] = layer[..., :3][painted]
-    path = tmp_dir / "painted_mask.png"
-    Image.fromarray(mask).save(path)
+    image = Image.fromarray(mask)
+    if size is not None and image.size != tuple(size):
+        image = image.resize(size, Image.Resampling.NEAREST)  # a mask stays two-toned
+    path = tmp_dir / name
+    image.save(path)
     return path
 
 

@@ -13,6 +13,7 @@ from nstdiff.schema import ImageStyleRequest
 from ui.files import uploaded
 from ui.forms import OptionField, image_request, method_options, option_fields, painted_mask
 from ui.mask_words import refill_words, words_controls
+from ui.style_painter import STYLE_PAINT, style_masks
 
 if TYPE_CHECKING:
     from nstdiff.executor import Executor
@@ -34,13 +35,14 @@ def image_option_fields(executor: "Executor") -> list[OptionField]:
 
 
 def form_job(app: "Host", values: dict[str, Any], tmp: Path) -> ImageStyleRequest:
-    """The form's values as a request (a painted mask is written into `tmp`; it stands in for the words, since
-    Preview puts their mask into the painter to be corrected)."""
+    """The form's values as a request (painted masks are written into `tmp`: the content's stands in for the words,
+    since Preview puts their mask into the painter to be corrected; a style image's for that style's upload)."""
     mask_file = values.get("mask_file")
     mask = uploaded(mask_file) if mask_file else painted_mask(values.get("mask_paint"), tmp)
     words = words_controls(values)
     if mask is not None and not mask_file:
         words.update(regions=[], only=[], **{"except": []})
+    words["style_masks"] = style_masks(values.get(STYLE_PAINT), values.get("styles"), words["style_masks"], tmp)
     method = values["method"]
     return form_request(
         method=method, content=values.get("content"), styles=values.get("styles"), weights=values.get("weights"),

@@ -25,6 +25,7 @@ from ui.host import named_handler
 from ui.library_gallery import image_library
 from ui.mask_words import WORDS_DEFAULTS, WORDS_FORM, WordsWidgets, build_words, wire_words
 from ui.progress import in_result_area
+from ui.style_painter import STYLE_PAINT, StylePainter, build_style_painter, wire_style_painter
 
 if TYPE_CHECKING:
     from ui.host import Host
@@ -35,8 +36,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "nstdiff" / "examples"
 # quality came last, so callers that pass the older parameters by position still line up.
 IMAGE_FORM = ("content", "styles", "weights", "method", "strength", "preserve_color", "style_scale", "size", "steps",
               "seed", "encoder", "mask_file", "mask_paint", "quality", *WORDS_FORM)
-# What "Use these settings" refills, in order (the painted mask is not kept; the mask file is); method options follow.
+# What "Use these settings" refills, in order (painted masks are not kept; the mask files are); method options follow.
 REUSED = tuple(name for name in IMAGE_FORM if name != "mask_paint")
+PAINTED = ("mask_paint", STYLE_PAINT)
 FEEDFORWARD_MODEL = "magenta-arbitrary"  # the instant result's network: without it on disk, no instant result
 QUALITY_INFO = ("For method auto on a CPU (times at 256 px on a laptop): fast = the feed-forward network, under 1 s; "
                 "balanced = its result refined by a short Gram optimisation, ≈ 10 s; best = a full one, ≈ 20–40 s. "
@@ -52,6 +54,7 @@ class ImageTab:
     mask_paint: gr.ImageEditor
     quality: gr.Radio
     words: WordsWidgets
+    style_painter: StylePainter
     option_widgets: list[gr.components.Component]
     run: gr.Button
     stop: gr.Button
@@ -70,13 +73,15 @@ class ImageTab:
 
     @property
     def names(self) -> list[str]:
-        """The `/stylize` API's parameter names: IMAGE_FORM's, then the method options' keys."""
-        return [*IMAGE_FORM, *(f.key for f in self.option_fields)]
+        """The `/stylize` handler's parameter names: IMAGE_FORM's, the method options' keys, then the style painter's
+        state (Gradio leaves a state out of the API)."""
+        return [*IMAGE_FORM, *(f.key for f in self.option_fields), STYLE_PAINT]
 
     @property
     def inputs(self) -> list[gr.components.Component]:
-        """The `/stylize` inputs: IMAGE_FORM's widgets, then the method options'."""
-        return [*self.form, self.mask_file, self.mask_paint, self.quality, *self.words.inputs, *self.option_widgets]
+        """The `/stylize` inputs: IMAGE_FORM's widgets, the method options', then the style painter's state."""
+        return [*self.form, self.mask_file, self.mask_paint, self.quality, *self.words.inputs, *self.option_widgets,
+                self.style_painter.painted]
 
     @property
     def reused(self) -> list[gr.components.Component]:
@@ -133,6 +138,7 @@ def build_image_tab(app: "Host") -> ImageTab:
                     option_groups[m.name] = group
                 with gr.Accordion("Region mask", open=False):
                     words = build_words()
+                    style_painter = build_style_painter()
                     gr.Markdown("White = style 1, red = style 2, green = style 3 …, black = leave untouched.")
                     mask_file = gr.File(file_types=["image"], label="Upload a mask", elem_id="mask")
                     mask_paint = gr.ImageEditor(label="…or paint one over the photo", type="numpy",
@@ -153,6 +159,7 @@ def build_image_tab(app: "Host") -> ImageTab:
         content.change(lambda f: (uploaded(f), uploaded(f)) if f else (None, None), content, [preview, mask_paint],
                        show_progress="hidden", queue=False, api_name=False)
         wire_words(app, words, content, styles, preview, mask_paint)
+        wire_style_painter(style_painter, styles)
         habits.wire_inputs(app, content=content, styles=styles, weights=weights, style_pictures=style_pictures,
                            size=size, size_preset=size_preset, seed=seed, dice=dice, recycle=recycle, info=info)
     # the chosen method's options, and speed / quality for auto
@@ -162,18 +169,19 @@ def build_image_tab(app: "Host") -> ImageTab:
     chain_banner.wire_to_method(app, method, "chain")
     tab = ImageTab(form=[content, styles, weights, method, strength, preserve, style_scale, size, steps, seed,
                          encoder], mask_file=mask_file, mask_paint=mask_paint, quality=quality, words=words,
-                   option_widgets=option_widgets, run=run, stop=stop, example=example, content=content,
+                   style_painter=style_painter, option_widgets=option_widgets, run=run, stop=stop, example=example, content=content,
                    styles=styles, size=size, steps=steps, output=output, info=info, status=status,
                    option_fields=fields, variations=variations, seed=seed)
     tab.jobs = wire_jobs(app, tab)
     app.refills.add("Image style", {m.name for m in image_methods}.__contains__, tab.reused,
-                    lambda p, kept: refill(fields, p, kept), names=[name for name in tab.names if name != "mask_paint"])
+                    lambda p, kept: refill(fields, p, kept), names=[name for name in tab.names if name not in PAINTED])
     return tab
 
 
 def wire_jobs(app: "Host", tab: ImageTab) -> list:
     """Stylize (API `/stylize`), the bundled example, variations and Cancel; the job events."""
-    defaults = {"quality": tab.quality.value, **WORDS_DEFAULTS, **{f.key: f.form_value(f.default) for f in tab.option_fields}}
+    defaults = {"quality": tab.quality.value, **WORDS_DEFAULTS, **{f.key: f.form_value(f.default) for f in tab.option_fields},
+                STYLE_PAINT: None}
 
     def run(values, request, progress):
         yield from stylize_in_page(app, values, request, progress)
