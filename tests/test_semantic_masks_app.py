@@ -15,7 +15,7 @@ from tests.test_semantic_masks import scripted  # noqa: F401 - the scripted CLIP
 from ui.image_form import image_option_fields
 from ui.image_tab import IMAGE_FORM
 from ui.mask_words import add_click, cut_out, preview, refill_words
-from ui.style_painter import STYLE_PAINT, keep, pick, styles_changed
+from ui.style_painter import STYLE_PAINT, keep_painted, pick, styles_changed
 
 
 def painted_colours(painter: dict) -> np.ndarray:
@@ -54,6 +54,24 @@ def test_a_phrase_that_matches_nothing_is_explained_in_the_preview(scripted, hoo
     form = image_form(images, uploads)
     with pytest.raises(gr.Error, match="the phrase 'unicorn' matched nothing in the photo"):
         preview(hooked_app, form["content"], form["styles"], "", "unicorn", "", 0.4, 4)
+
+
+def test_a_preview_only_shows_until_it_is_taken_into_the_painter(hooked_app):
+    demo = hooked_app.build()
+    widgets = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    (shows,) = [f for f in demo.fns.values() if f.api_name == "preview_mask"]
+    (edit,) = [f for f in demo.fns.values() if (widgets["mask-edit"]._id, "click") in map(tuple, f.targets)]
+    painter = widgets["mask-paint"]
+    assert painter not in shows.outputs and edit.outputs == [painter]  # the words stay in charge until then
+    assert [type(b).__name__ for b in edit.inputs] == ["State"] and edit.inputs[0] in shows.outputs
+
+
+def test_stylize_saves_the_last_strokes_on_a_style_image_before_it_runs(hooked_app):
+    demo = hooked_app.build()
+    (stylize,) = [f for f in demo.fns.values() if f.api_name == "stylize"]
+    (saved,) = [f for f in demo.fns.values() if f.fn is keep_painted and f is not stylize
+                and any(t[1] == "click" for t in f.targets)]
+    assert stylize.trigger_after == saved._id  # the editor's own change event may come after the click
 
 
 def test_more_places_than_style_images_and_bad_values_are_explained_in_the_preview(scripted, hooked_app, images,  # noqa: F811
@@ -95,7 +113,7 @@ def paint_on(styles: list[str], index: int, painted: dict, box: tuple[slice, sli
     height, width = np.asarray(Image.open(editor["background"])).shape[:2]
     layer = np.zeros((height, width, 4), np.uint8)
     layer[box] = (255, 255, 255, 255)
-    return keep(styles, index, {**editor, "layers": [layer]}, painted)
+    return keep_painted(styles, index, {**editor, "layers": [layer]}, painted)
 
 
 def stored_style_masks(app, form: dict) -> list:

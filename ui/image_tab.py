@@ -25,7 +25,7 @@ from ui.host import named_handler
 from ui.library_gallery import image_library
 from ui.mask_words import WORDS_DEFAULTS, WORDS_FORM, WordsWidgets, build_words, wire_words
 from ui.progress import in_result_area
-from ui.style_painter import STYLE_PAINT, StylePainter, build_style_painter, wire_style_painter
+from ui.style_painter import STYLE_PAINT, StylePainter, build_style_painter, keep_painted, wire_style_painter
 
 if TYPE_CHECKING:
     from ui.host import Host
@@ -94,7 +94,8 @@ def build_image_tab(app: "Host") -> ImageTab:
     image_methods, settings = classic_methods(app.executor), app.settings
     fields = image_option_fields(app.executor)
     with gr.Tab("Image style", id="image"):
-        chain_banner = readiness.banner(app, "chain", "image", shown=False)  # while chain (it needs diffusion) is chosen
+        # shown while chain (it needs diffusion) is chosen
+        chain_banner = readiness.banner(app, "chain", "image", shown=False)
         with gr.Row():
             with gr.Column(scale=5):
                 # gr.File, not gr.Image: our loader, not Gradio's, judges the upload and explains a bad one
@@ -143,7 +144,8 @@ def build_image_tab(app: "Host") -> ImageTab:
                     mask_file = gr.File(file_types=["image"], label="Upload a mask", elem_id="mask")
                     mask_paint = gr.ImageEditor(label="…or paint one over the photo", type="numpy",
                                                 brush=gr.Brush(colors=["#ffffff", "#ff0000", "#00ff00", "#0000ff",
-                                                                       "#000000"], color_mode="fixed"))
+                                                                       "#000000"], color_mode="fixed"),
+                                                elem_id="mask-paint")
             # the run buttons, progress and result stay in view together (sticky: `ui/look.py`); Ctrl+Enter runs
             with gr.Column(scale=4, elem_classes="result-column"):
                 with gr.Row():
@@ -169,8 +171,8 @@ def build_image_tab(app: "Host") -> ImageTab:
     chain_banner.wire_to_method(app, method, "chain")
     tab = ImageTab(form=[content, styles, weights, method, strength, preserve, style_scale, size, steps, seed,
                          encoder], mask_file=mask_file, mask_paint=mask_paint, quality=quality, words=words,
-                   style_painter=style_painter, option_widgets=option_widgets, run=run, stop=stop, example=example, content=content,
-                   styles=styles, size=size, steps=steps, output=output, info=info, status=status,
+                   style_painter=style_painter, option_widgets=option_widgets, run=run, stop=stop, example=example,
+                   content=content, styles=styles, size=size, steps=steps, output=output, info=info, status=status,
                    option_fields=fields, variations=variations, seed=seed)
     tab.jobs = wire_jobs(app, tab)
     app.refills.add("Image style", {m.name for m in image_methods}.__contains__, tab.reused,
@@ -180,15 +182,19 @@ def build_image_tab(app: "Host") -> ImageTab:
 
 def wire_jobs(app: "Host", tab: ImageTab) -> list:
     """Stylize (API `/stylize`), the bundled example, variations and Cancel; the job events."""
-    defaults = {"quality": tab.quality.value, **WORDS_DEFAULTS, **{f.key: f.form_value(f.default) for f in tab.option_fields},
-                STYLE_PAINT: None}
+    defaults = {"quality": tab.quality.value, **WORDS_DEFAULTS, STYLE_PAINT: None,
+                **{f.key: f.form_value(f.default) for f in tab.option_fields}}
 
     def run(values, request, progress):
         yield from stylize_in_page(app, values, request, progress)
 
     stylize_handler = named_handler(run, tab.names, defaults)
     queue = {**app.gpu_queue, "show_progress_on": [tab.info]}  # one progress bar, under the live preview
-    job = tab.run.click(stylize_handler, tab.inputs, [tab.output, tab.info], api_name="stylize", **queue)
+    # the style painter's last strokes first: its own change event may reach the server after the click
+    painter = tab.style_painter
+    saved = tab.run.click(keep_painted, [tab.styles, painter.picker, painter.editor, painter.painted],
+                          painter.painted, queue=False, api_name=False, show_progress="hidden")
+    job = saved.then(stylize_handler, tab.inputs, [tab.output, tab.info], api_name="stylize", **queue)
     tab.run.click(lambda: "", None, tab.status, queue=False, api_name=False, show_progress="hidden")
     tab.stop.click(app.cancel, None, tab.status, api_name="cancel", queue=False)
     example = tab.example.click(
@@ -204,7 +210,8 @@ def stylize_in_page(app: "Host", values: dict[str, Any], request: Any, progress:
     yield from in_result_area(lambda: stylize(app, values, request, progress), request)
 
 
-def stylize(app: "Host", values: dict[str, Any], caller: gr.Request, progress: gr.Progress) -> Iterator[tuple[str, str]]:
+def stylize(app: "Host", values: dict[str, Any], caller: gr.Request,
+            progress: gr.Progress) -> Iterator[tuple[str, str]]:
     """The form (`IMAGE_FORM` plus the chosen method's options) as a job: (picture, description) once, or twice when an
     instant result shows first (see `instant_result`)."""
     with tempfile.TemporaryDirectory() as tmp:

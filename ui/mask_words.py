@@ -1,6 +1,6 @@
 """The Image style tab's masks from words: where each style goes, in words (one line per style), only / except, the
-mask previewed over the photo before anything runs and put into the mask painter to edit; GrabCut from clicks on the
-photo when no segmentation model is on disk; masks on the style images (semantic correspondence). No torch here: the
+mask previewed over the photo before anything runs (and, when asked, put into the mask painter to edit); GrabCut
+from clicks on the photo when no segmentation model is on disk; masks on the style images (semantic correspondence). No torch here: the
 core is reached through `app.executor.preview_mask`.
 """
 from __future__ import annotations
@@ -31,8 +31,9 @@ WORDS_DEFAULTS = {"mask_where": "", "mask_only": "", "mask_except": "",
 PAINTER_ALPHA = 160  # the mask shows over the photo in the painter, and still reads as painted (alpha > 127)
 HELP = ("**In words** (a segmentation model, `nstdiff models fetch clipseg`): one line per style image, e.g. `sky` on "
         "line 1 and `person, dog` on line 2; what no line names stays untouched. Or *Only* / *Except*. **Preview** "
-        "shows the mask and puts it into the painter below, to correct it; a painted mask is used in place of the "
-        "words. **Without the model**: click on the object in the content preview, then *Cut out*.")
+        "shows the mask the words make (the run uses the words, with their soft edges); *Edit in the painter* puts "
+        "it into the painter below to correct it, and a painted mask is then used in place of the words. **Without "
+        "the model**: click on the object in the content preview, then *Cut out* (into the painter).")
 
 
 @dataclass
@@ -44,6 +45,8 @@ class WordsWidgets:
     feather: gr.Slider
     style_masks: gr.File
     preview: gr.Button
+    edit: gr.Button
+    previewed: gr.State  # the last preview as a painter value, until *Edit in the painter* puts it there
     points: gr.Textbox
     cut: gr.Button
     overlay: gr.Image
@@ -73,6 +76,7 @@ def build_words() -> WordsWidgets:
         feather = gr.Slider(label="Feather (px)", step=1, elem_id="mask-feather", **bounds(Controls, "mask_feather"))
     with gr.Row():
         preview = gr.Button("Preview mask", elem_id="mask-preview", size="sm")
+        edit = gr.Button("Edit in the painter", elem_id="mask-edit", size="sm")
         points = gr.Textbox(label="Clicks on the object (x, y; …)", elem_id="mask-points", scale=2)
         cut = gr.Button("Cut out (GrabCut, no model)", elem_id="mask-grabcut", size="sm")
     overlay = gr.Image(label="Mask over the photo", format="png", type="filepath", interactive=False, height=200,
@@ -81,7 +85,8 @@ def build_words() -> WordsWidgets:
     style_masks = gr.File(file_count="multiple", file_types=["image"], elem_id="style-masks",
                           label="Masks on the style images, one per style in order (white = take the style from "
                           "there; Gram method)")
-    return WordsWidgets(where, only, except_, threshold, feather, style_masks, preview, points, cut, overlay, note)
+    return WordsWidgets(where, only, except_, threshold, feather, style_masks, preview, edit, gr.State(None), points,
+                        cut, overlay, note)
 
 
 def _phrases(text: str | None) -> list[str]:
@@ -170,9 +175,13 @@ def add_click(points: str, event: gr.SelectData) -> str:
 def wire_words(app: "Host", widgets: WordsWidgets, content: gr.File, styles: gr.File, photo: gr.Image,
                painter: gr.ImageEditor) -> None:
     shown = [widgets.overlay, painter, widgets.note]
+    # a preview only shows: a painted mask replaces the words (and their blend of styles, their soft edges)
     widgets.preview.click(lambda *a: preview(app, *a), [content, styles, widgets.where, widgets.only,
                                                         widgets.except_, widgets.threshold, widgets.feather],
-                          shown, api_name="preview_mask", **app.gpu_queue)
+                          [widgets.overlay, widgets.previewed, widgets.note], api_name="preview_mask",
+                          **app.gpu_queue)
+    widgets.edit.click(lambda value: value if value is not None else gr.update(), widgets.previewed, painter,
+                       queue=False, api_name=False)
     photo.select(add_click, widgets.points, widgets.points, queue=False, api_name=False, show_progress="hidden")
     # in the shared queue: a cut takes seconds of CPU (and `grabcut_mask` bounds its size), so many at once wait
     widgets.cut.click(lambda c, p: cut_out(app, c, p), [content, widgets.points], shown, api_name="grabcut_mask",

@@ -70,7 +70,8 @@ def pick(styles: list | None, index: int | None, painted: Painted | None) -> dic
     return shown(_files(styles), index, painted or {})
 
 
-def keep(styles: list | None, index: int | None, editor: dict[str, Any] | None, painted: Painted | None) -> Painted:
+def keep_painted(styles: list | None, index: int | None, editor: dict[str, Any] | None,
+                 painted: Painted | None) -> Painted:
     """The editor's layers saved as the picked style's."""
     files, painted = _files(styles), dict(painted or {})
     if editor is not None and index is not None and 0 <= index < len(files):
@@ -103,5 +104,5 @@ def wire_style_painter(painter: StylePainter, styles: gr.File) -> None:
     styles.change(styles_changed, [styles, painter.painted], [painter.picker, painter.editor, painter.painted],
                   **quiet)
     painter.picker.input(pick, [styles, painter.picker, painter.painted], painter.editor, **quiet)
-    painter.editor.change(keep, [styles, painter.picker, painter.editor, painter.painted], painter.painted,
+    painter.editor.change(keep_painted, [styles, painter.picker, painter.editor, painter.painted], painter.painted,
                           trigger_mode="always_last", **quiet)
