@@ -20,8 +20,8 @@ from nstdiff.schema import Controls, ImageStyleRequest, PreserveColor
 from ui import habits, readiness
 from ui.files import offer, uploaded
 from ui.forms import ENCODERS, OptionField, bounds
-from ui.image_form import classic_methods, form_job, image_option_fields, option_widget, refill
 from ui.host import named_handler
+from ui.image_form import classic_methods, form_job, image_option_fields, option_widget, refill
 from ui.library_gallery import image_library
 from ui.mask_words import WORDS_DEFAULTS, WORDS_FORM, WordsWidgets, build_words, wire_words
 from ui.progress import in_result_area
