@@ -13,22 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from measuring import median_seconds  # noqa: E402 - beside this script
 
 
 def main() -> None:
@@ -67,10 +58,10 @@ def main() -> None:
         rows = {}
         if decoder is not None:
             feed_forward = run("adain", size, variant="decoder", decoder=str(decoder))
-            rows[f"adain decoder ({decoder.name})"] = seconds(feed_forward, 5)
-        rows["adain optimise"] = seconds(run("adain", size, variant="optimise"), 1)
+            rows[f"adain decoder ({decoder.name})"] = median_seconds(feed_forward, 5)
+        rows["adain optimise"] = median_seconds(run("adain", size, variant="optimise"), 1)
         if args.gram:
-            rows["gram (default)"] = seconds(run("gram", size), 1)
+            rows["gram (default)"] = median_seconds(run("gram", size), 1)
         for name, value in rows.items():
             print(f"{size:5d} px  {name:40s} {value:8.3f} s  (device {args.device}, encoder {args.encoder})")
 

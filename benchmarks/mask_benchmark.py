@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -23,14 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from measuring import median_seconds  # noqa: E402 - beside this script
 
 
 def main() -> None:
@@ -68,7 +60,7 @@ def main() -> None:
         scores = phrase_scores(photo, ["the sky"], photo.size, settings, device)  # loads the model once
         print(f"model load + first mask: {time.perf_counter() - started:.2f} s")
         threshold = min(max(float(scores.median()), 0.01), 0.99)  # a valid threshold however saturated
-        per_mask = seconds(lambda: words_mask(photo, ["the sky"], photo.size, threshold, 4.0, settings, device),
+        per_mask = median_seconds(lambda: words_mask(photo, ["the sky"], photo.size, threshold, 4.0, settings, device),
                            args.repeats)
         print(f"mask from words at {photo.width}x{photo.height}: {per_mask:.3f} s per mask "
               f"(median of {args.repeats}, device {args.device}, {torch.get_num_threads()} threads)")
@@ -79,8 +71,8 @@ def main() -> None:
                                                      steps=args.steps, seed=0, encoder=args.encoder,
                                                      controls=controls))
 
-        plain = seconds(stylization(), 1)
-        masked = seconds(stylization(only=["the sky"], mask_threshold=threshold), 1)
+        plain = median_seconds(stylization(), 1)
+        masked = median_seconds(stylization(only=["the sky"], mask_threshold=threshold), 1)
         print(f"gram at {args.size} px (steps {args.steps or 'default'}, encoder {args.encoder}): {plain:.1f} s "
               f"plain, {masked:.1f} s with a mask from words: ratio {masked / plain:.3f} "
               f"(the mask alone: {per_mask / plain:.1%} of the plain run)")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import resource
+import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,16 @@ class Run:
     peak_mib: float
     output: Path
     quality: dict[str, float] = field(default_factory=dict)
+
+
+def median_seconds(run, repeats: int) -> float:
+    """The median wall seconds of `repeats` calls of `run()`."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def sync(device: torch.device) -> None:
