@@ -307,6 +307,27 @@ def test_training_runs_as_a_ray_task_and_resumes_from_its_checkpoint(cluster, tm
 
 
 @pytest.mark.ray
+def test_lora_training_runs_as_a_ray_task_and_resumes_from_its_checkpoint(cluster, tmp_path):
+    from nstdiff.training.lora_data import LoraTraining
+
+    executor, settings = cluster
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        stripes(48, 40, (200, 40 * i, 30), (20, 20, 120 + 20 * i), period=4 + 2 * i).save(images / f"s{i}.png")
+    config = LoraTraining(images=images, name="on-ray", steps=8, checkpoint_every=3, sample_every=0, resolution=32,
+                          batch=2, rank=4, learning_rate=1e-2, sample_steps=2)
+    cancel, stop_at_5, _ = cancel_at(5, stage="train")
+    with pytest.raises(Cancelled):
+        executor.train(config, progress=stop_at_5, cancel=cancel)
+    events = []
+    report = executor.train(config, progress=events.append)
+    assert report.start_step == 3 and report.steps == 8  # the checkpoint the cancelled task left
+    assert report.weights.is_file() and str(report.weights).startswith(str(settings.models_path))
+    assert any(e.message.startswith("resuming from step 3") for e in events)
+
+
+@pytest.mark.ray
 def test_a_full_queue_gets_the_apps_queue_full_message(cluster, inputs):
     """Last in the module: it redeploys the classic family with one replica and room for one waiting job."""
     from ray import serve
