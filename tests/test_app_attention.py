@@ -87,4 +87,4 @@ def test_use_these_settings_brings_back_the_technique_and_its_knobs(tab):
     tab_ = next(t for t in app.refills.tabs if t.label == "Style reference")
     start = sum(len(t.widgets) for t in app.refills.tabs[:app.refills.tabs.index(tab_)])
     shown = handler(demo, widget(demo, "reuse"), "click").fn(entry.id)[start:start + len(tab_.widgets)]
-    assert shown[12:] == ["diffusion-styleid", 0.5, 2.0, 2, 0.5, False] + [gr.update()] * 3
+    assert shown[12:] == ["diffusion-styleid", 0.5, 2.0, 2, 0.5, False] + [gr.update()] * 3 + ["", ""]

@@ -128,10 +128,12 @@ def test_use_these_settings_fills_text_style_and_style_reference(isolated_settin
     shown = refilled("diffusion-text", "Text style")
     assert Path(shown[0]).name == "beach.png"
     assert shown[1:11] == ["ukiyo-e woodblock", "none", "people", 0.6, "none", "sd15", False, 64, 3, 5]
+    assert shown[-2:] == ["", ""]
     shown = refilled("diffusion-reference", "Style reference")
     assert [Path(shown[0]).name, Path(shown[1]).name] == ["beach.png", "poster.png"]
     assert shown[2:13] == ["a harbour", "full", 0.7, 0.9, "none", "sd15", False, 64, 3, 6, "diffusion-reference"]
-    assert all(v == gr.update() for v in shown[13:])  # the attention techniques' knobs are left as they are
+    assert all(v == gr.update() for v in shown[13:-2])  # the attention techniques' knobs are left as they are
+    assert shown[-2:] == ["", ""]  # Only / Except: nothing named
 
 
 def test_seed_dice_recycle_size_presets_and_style_pictures(app, form, uploads):

@@ -162,3 +162,30 @@ def test_a_painted_mask_wins_over_the_upload_for_its_style(hooked_app, images, u
     first, second = stored_style_masks(hooked_app, form)
     assert (first == top).all()  # style 1: its upload
     assert (second[20:] == 255).all() and (second[:20] == 0).all()  # style 2: the painted mask, not the upload
+
+
+@pytest.mark.parametrize("api_name", ["text_style", "style_reference"])
+def test_the_diffusion_tabs_change_only_the_part_named_in_words(hooked_app, images, uploads, api_name, monkeypatch):
+    monkeypatch.setattr("ui.readiness.require", lambda *args: None)  # no diffusion model here: the request is the point
+    demo = hooked_app.build()
+    (handler,) = [f.fn for f in demo.fns.values() if f.api_name == api_name]
+    content, style = (str(shutil.copy(images[n], uploads / f"{n}.png")) for n in ("content", "red"))
+    seen = []
+
+    def stop(request):
+        seen.append(request)
+        raise RuntimeError("seen")
+
+    hooked_app.before_run = stop
+    common = {"content": content, "strength": 0.6, "structure": "none", "family": "sd15", "fast": False,
+              "size": 64, "steps": 2, "seed": 1, "only": "the dog, the cat", "except_": "faces"}
+    tab = {"text_style": {"prompt": "ukiyo-e", "preset": "none", "negative": ""},
+           "style_reference": {"style": style, "prompt": "", "mode": "style", "reference_scale": 1.0,
+                               "technique": "diffusion-reference"}}[api_name]
+    values = {**common, **tab}
+    with pytest.raises(RuntimeError, match="seen"):
+        list(handler(**values, request=CALLER, progress=no_progress))
+    controls = seen[0].controls
+    assert controls.only == ["the dog", "the cat"] and controls.except_ == ["faces"]
+    with pytest.raises(gr.Error, match="Only / Except name parts of a photo"):
+        list(handler(**{**values, "content": None}, request=CALLER, progress=no_progress))

@@ -10,12 +10,13 @@ import gradio as gr
 
 from nstdiff.errors import NstdiffError
 from nstdiff.schema import MAX_PROMPT_CHARS, Controls
+from ui import readiness
 from ui.files import uploaded
 from ui.forms import bounds, image_request, option_fields
 from ui.image_form import option_widget
-from ui.progress import in_results
-from ui import readiness
 from ui.library_gallery import next_best, preset_thumbnails, text_library
+from ui.mask_words import words_controls
+from ui.progress import in_results
 
 if TYPE_CHECKING:
     from ui.host import Host
@@ -50,14 +51,18 @@ def chosen_loras(values: tuple) -> list[str]:
 
 
 def diffusion_request(*, method: str, content, styles: list, prompt: str | None, strength: float, size, steps, seed,
-                      options: dict[str, Any]):
-    """Form values as a diffusion request; a bad value reaches the person as a message."""
+                      options: dict[str, Any], only: str | None = None, except_: str | None = None):
+    """Form values as a diffusion request (`only` / `except_`: the part of the photo to change, in words); a bad value
+    reaches the person as a message."""
+    words = words_controls({"mask_only": only, "mask_except": except_})
+    if (words["only"] or words["except"]) and not content:
+        raise gr.Error("Only / Except name parts of a photo: add the photo, or clear them", title="Check the inputs")
     try:
         request = image_request(method=method, content=uploaded(content) if content else None,
                                 styles=[uploaded(s) for s in styles], weights=None, size=size, steps=steps, seed=seed,
                                 encoder="auto", strength=strength, preserve_color="none", style_scale=1.0,
                                 options={k: v for k, v in options.items() if v not in (None, "", "none")},
-                                prompt=prompt)
+                                prompt=prompt, words=words)
     except NstdiffError as exc:
         raise gr.Error(str(exc), title="Check the inputs")
     return request
@@ -70,6 +75,23 @@ def common_values(app: "Host", p: dict[str, Any]) -> list[Any]:
     model = options.get("model") or app.settings.diffusion_family
     return [options.get("structure", "none"), model if model in app.executor.families() else gr.update(),
             bool(options.get("fast")), p["size"], p.get("steps") or 0, p["seed"]]
+
+
+def where_in_words(prefix: str) -> tuple[gr.Textbox, gr.Textbox]:
+    """Only / Except: the part of the photo a diffusion run may change, named in words (a segmentation model); the
+    rest comes back exactly as it was."""
+    with gr.Accordion("Only part of the photo (in words)", open=False):
+        only = gr.Textbox("", label="Only", placeholder="the dog", elem_id=f"{prefix}-only",
+                          info=Controls.model_fields["only"].description)
+        except_ = gr.Textbox("", label="Except", placeholder="faces", elem_id=f"{prefix}-except",
+                             info=Controls.model_fields["except_"].description)
+    return only, except_
+
+
+def words_values(p: dict[str, Any]) -> list[str]:
+    """Only / Except (`where_in_words`) from a result's parameters."""
+    controls = p.get("controls") or {}
+    return [", ".join(controls.get("only") or []), ", ".join(controls.get("except_") or [])]
 
 
 def _common(app: "Host", prefix: str):
@@ -109,8 +131,8 @@ def build_text_tab(app: "Host") -> list:
     by_name = {p.name: p for p in presets}
 
     def text_style(content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed,
-                   lora_1=None, lora_2=None, lora_3=None, weight_1=0.8, weight_2=0.8, weight_3=0.8, library=None,
-                   request: gr.Request = None, progress=gr.Progress()):
+                   lora_1=None, lora_2=None, lora_3=None, weight_1=0.8, weight_2=0.8, weight_3=0.8, only="",
+                   except_="", library=None, request: gr.Request = None, progress=gr.Progress()):
         if not (prompt or "").strip() and preset in (None, "none"):
             raise gr.Error("Describe a style in words, or pick a preset.", title="Check the inputs")
         loras = chosen_loras((lora_1, lora_2, lora_3, weight_1, weight_2, weight_3))
@@ -120,7 +142,7 @@ def build_text_tab(app: "Host") -> list:
                                 strength=strength, size=size, steps=steps, seed=seed,
                                 options={"preset": preset, "negative_prompt": negative or None,
                                          "structure": structure, "model": family, "fast": fast,
-                                         "loras": loras or None, "library": library})
+                                         "loras": loras or None, "library": library}, only=only, except_=except_)
         yield from app.live(job, request, progress)  # live previews from the latents, then the result
 
     def show_preset(name: str):
@@ -145,6 +167,7 @@ def build_text_tab(app: "Host") -> list:
                 strength = gr.Slider(label="Strength", step=0.05, **{**bounds(Controls, "strength"),
                                      "info": "0 keeps the photo, 1 repaints it"}, elem_id="text-strength")
                 family, fast, structure, size, steps, seed = _common(app, "text")
+                only, except_ = where_in_words("text")
                 lora_names, lora_weights = my_styles(app, "text")
             output, info, status, run, stop = _result_column("text")
         again = next_best("text")
@@ -153,15 +176,13 @@ def build_text_tab(app: "Host") -> list:
     tab.select(lambda: [gr.update(choices=lora_choices(app))] * LORA_SLOTS, None, lora_names, queue=False,
                api_name=False, show_progress="hidden")
     stop.click(app.cancel, None, status, queue=False, api_name=False)
-    job = run.click(
-        in_results(text_style), [content, prompt, preset, negative, strength, structure, family, fast, size, steps,
-                                 seed, *lora_names, *lora_weights], [output, info], api_name="text_style",
-        show_progress_on=[info], **app.gpu_queue)
+    form = [content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed, *lora_names,
+            *lora_weights, only, except_]
+    job = run.click(in_results(text_style), form, [output, info], api_name="text_style", show_progress_on=[info],
+                    **app.gpu_queue)
     banner.wire(app, tab, family)
     tab.select(lambda progress=gr.Progress(): preset_thumbnails(app, presets, progress), None,
                [shelf.presets, shelf.preset_names], api_name=False, show_progress_on=[shelf.presets], **app.gpu_queue)
-    form = [content, prompt, preset, negative, strength, structure, family, fast, size, steps, seed, *lora_names,
-            *lora_weights]
     reruns = again.wire(app, job, output, in_results(text_style), form, [output, info])
 
     def refill(p: dict[str, Any], files) -> list[Any]:
@@ -174,7 +195,7 @@ def build_text_tab(app: "Host") -> list:
                 "none" if library else options.get("preset") or "none", options.get("negative_prompt") or "",
                 p["controls"]["strength"], *common_values(app, p),
                 *[use["name"] for use in loras], *slots[len(loras):],
-                *[use["weight"] for use in loras], *[0.8] * (LORA_SLOTS - len(loras))]
+                *[use["weight"] for use in loras], *[0.8] * (LORA_SLOTS - len(loras)), *words_values(p)]
 
     app.refills.add("Text style", "diffusion-text".__eq__, form, refill, claims=lambda p: bool(p.get("library")))
     return [job, *reruns]
@@ -213,7 +234,8 @@ def build_reference_tab(app: "Host") -> list:
                   seed, technique="diffusion-reference", styleid_gamma=None, styleid_temperature=None,
                   styleid_injection_layers=None, styleid_injection_steps=None, styleid_initial_adain=None,
                   stylealigned_temperature=None, stylealigned_injection_layers=None,
-                  stylealigned_injection_steps=None, request: gr.Request = None, progress=gr.Progress()):
+                  stylealigned_injection_steps=None, only="", except_="", request: gr.Request = None,
+                  progress=gr.Progress()):
         if not style:
             raise gr.Error("Add a style reference image.", title="Check the inputs")
         ip_adapter = technique == "diffusion-reference"
@@ -227,7 +249,8 @@ def build_reference_tab(app: "Host") -> list:
                 styleid_initial_adain, stylealigned_temperature, stylealigned_injection_layers,
                 stylealigned_injection_steps)))
         job = diffusion_request(method=technique, content=content, styles=[style], prompt=prompt,
-                                strength=strength, size=size, steps=steps, seed=seed, options=options)
+                                strength=strength, size=size, steps=steps, seed=seed, options=options, only=only,
+                                except_=except_)
         yield from app.live(job, request, progress)  # live previews from the latents, then the result
 
     with gr.Tab("Style reference", id="reference") as tab:
@@ -237,7 +260,8 @@ def build_reference_tab(app: "Host") -> list:
                 content = gr.File(file_types=["image"], label="Photo (optional)", elem_id="ref-content")
                 style = gr.File(file_types=["image"], label="Style reference image", elem_id="ref-style")
                 prompt = gr.Textbox(label="Prompt (optional)", elem_id="ref-prompt")
-                technique = gr.Radio(TECHNIQUES, value="diffusion-reference", label="Technique", elem_id="ref-technique",
+                technique = gr.Radio(TECHNIQUES, value="diffusion-reference", label="Technique",
+                                     elem_id="ref-technique",
                                      info="IP-Adapter needs its adapter; StyleID (a photo) and StyleAligned inject "
                                           "the reference into the model's own attention, no add-on")
                 with gr.Group() as ip_group:
@@ -250,13 +274,14 @@ def build_reference_tab(app: "Host") -> list:
                 strength = gr.Slider(label="Strength", step=0.05, **{**bounds(Controls, "strength"),
                                      "info": "0 keeps the photo, 1 repaints it"}, elem_id="ref-strength")
                 family, fast, structure, size, steps, seed = _common(app, "ref")
+                only, except_ = where_in_words("ref")
             output, info, status, run, stop = _result_column("ref")
     technique.change(lambda chosen: [gr.update(visible=chosen == "diffusion-reference")]
                      + [gr.update(visible=chosen == method) for method in groups], technique,
                      [ip_group, *groups.values()], queue=False, api_name=False, show_progress="hidden")
     stop.click(app.cancel, None, status, queue=False, api_name=False)
     form = [content, style, prompt, mode, reference_scale, strength, structure, family, fast, size, steps, seed,
-            technique, *knobs]
+            technique, *knobs, only, except_]
     job = run.click(in_results(reference), form, [output, info], api_name="style_reference", show_progress_on=[info],
                     **app.gpu_queue)
     banner.wire(app, tab, family)
@@ -268,7 +293,7 @@ def build_reference_tab(app: "Host") -> list:
                        for method, names in KNOBS.items() for name in names]
         return [files(p.get("content")) if files else gr.update(), files(style) if files else gr.update(),
                 p.get("prompt") or "", options.get("mode", "style"), options.get("reference_scale", 1.0),
-                p["controls"]["strength"], *common_values(app, p), p["method"], *knob_values]
+                p["controls"]["strength"], *common_values(app, p), p["method"], *knob_values, *words_values(p)]
 
     app.refills.add("Style reference", {name for _, name in TECHNIQUES}.__contains__, form, refill)
     return [job]
