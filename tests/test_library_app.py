@@ -64,7 +64,7 @@ def test_words_without_a_diffusion_model_and_the_next_best_buttons(app, random_m
     demo = app.build()
     content = str(shutil.copy(images["content"], uploads / "photo.png"))
     form = [content, "Van Gogh starry swirls", "none", "", 0.8, "none", "sd15", False, 32, 2, 1,
-            None, None, None, 0.8, 0.8, 0.8]
+            None, None, None, 0.8, 0.8, 0.8, "", ""]  # … the LoRA slots, Only / Except
     run = handler_of(demo, component(demo, "text-run"))
     path, info = list(run(*form, request=CALLER, progress=no_progress))[-1]
     assert "style library: 'The Starry Night' — Vincent van Gogh, 1889" in info and "gram" in info
