@@ -7,11 +7,14 @@ thread, locally and in each replica. Measured in one run:
 - per-job overhead: the median over jobs of (seconds on ray with 1 replica − seconds on local), each job run on
   both in turn (target ≤ 0.3 s: the object store, the stream of progress events, the result coming back);
 - throughput scaling: wall time of the 20 jobs sent at once to 1 replica ÷ to 2 replicas (target ≥ 1.6× on 2
-  cores; the machine's other load lowers it).
+  cores; the machine's other load lowers it);
+- the machine's own ceiling for that ratio, without Ray: the same jobs on 1 and on 2 plain worker processes (two
+  busy processes on the 2 cores of a virtual machine rarely run at twice the speed of one).
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -54,6 +57,31 @@ def all_at_once(executor, requests) -> float:
     return time.perf_counter() - started
 
 
+_WORKER: dict[str, InProcessExecutor] = {}
+
+
+def _start_worker(settings: Settings, warm_up: ImageStyleRequest, ready) -> None:
+    _WORKER["executor"] = InProcessExecutor(settings)
+    _WORKER["executor"].run(warm_up)  # torch and the encoder warm, as in a replica
+    ready.put(True)
+
+
+def _run_in_worker(request: ImageStyleRequest) -> None:
+    _WORKER["executor"].run(request)
+
+
+def in_processes(settings: Settings, requests, workers: int) -> float:
+    """Wall seconds for every job on `workers` plain processes (no Ray), timed once all of them are warm."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    with context.Pool(workers, _start_worker, (settings, requests[0], ready)) as pool:
+        for _ in range(workers):
+            ready.get(timeout=300)
+        started = time.perf_counter()
+        pool.map(_run_in_worker, requests, chunksize=1)
+        return time.perf_counter() - started
+
+
 def on_ray(settings: Settings, replicas: int, replacing: bool = False) -> RayExecutor:
     if replacing:
         serve.delete(APP_PREFIX + "classic")  # a fresh deployment with this many replicas
@@ -75,6 +103,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(backend="ray", outputs_dir=Path(tmp) / "outputs", cache_dir=Path(tmp) / "cache",
                             device="cpu", allow_downloads=False, threads=1, ray_num_cpus=1, queue_max_size=100)
+        plain = {n: in_processes(settings, requests, n) for n in (1, 2)}
         local = InProcessExecutor(settings)
         local.run(requests[0])  # torch and the encoder warm, as in a replica
         ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False)
@@ -91,6 +120,8 @@ def main() -> None:
           f"-> overhead {overhead:+.3f} s (target <= 0.3 s)")
     print(f"all at once: ray 1 replica {wall[1]:.2f} s, 2 replicas {wall[2]:.2f} s "
           f"-> scaling {wall[1] / wall[2]:.2f}x (target >= 1.6x on 2 cores)")
+    print(f"without ray: 1 process {plain[1]:.2f} s, 2 processes {plain[2]:.2f} s "
+          f"-> this machine's ceiling {plain[1] / plain[2]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -197,6 +197,7 @@ def wire_jobs(app: "Host", tab: ImageTab) -> list:
     job = saved.then(stylize_handler, tab.inputs, [tab.output, tab.info], api_name="stylize", **queue)
     tab.run.click(lambda: "", None, tab.status, queue=False, api_name=False, show_progress="hidden")
     tab.stop.click(app.cancel, None, tab.status, api_name="cancel", queue=False)
+    job.then(lambda: "", None, tab.status, queue=False, api_name=False, show_progress="hidden")  # no stale "Cancelling"
     example = tab.example.click(
         lambda: (offer(EXAMPLES / "photo.jpg"), [offer(EXAMPLES / "painting.jpg")], 256, 0), None,
         [tab.content, tab.styles, tab.size, tab.steps], queue=False, api_name=False,

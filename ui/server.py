@@ -108,6 +108,10 @@ def log_to(settings: Settings) -> Path:
     return path
 
 
+# on Ctrl-C or SIGTERM: a page's open event stream never ends by itself, so without a limit the server waits forever
+SHUTDOWN_GRACE_S = 3
+
+
 def serve(host: str | None = None, port: int | None = None, auth: tuple[str, str] | None = None) -> None:
     import uvicorn
 
@@ -118,4 +122,4 @@ def serve(host: str | None = None, port: int | None = None, auth: tuple[str, str
     print(f"nstdiff app on http://{host}:{port}  (health: /healthz)", flush=True)
     # the client address the login throttle keys on comes from X-Forwarded-For only behind a proxy you run
     uvicorn.run(server, host=host, port=port, log_level=settings.log_level.lower(),
-                proxy_headers=settings.trust_proxy_headers)
+                proxy_headers=settings.trust_proxy_headers, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)

@@ -1,8 +1,9 @@
 """Reading user clips safely and drawing spectrograms. Torch-free (the app tab uses it).
 
 Every way a clip can be unusable (missing, too big, undecodable, NaN, silent, too short or too long) ends in an
-`InputError` that names the clip and says what to do. Decoding and resampling are librosa's (soundfile underneath:
-WAV, FLAC, OGG and MP3 without ffmpeg).
+`InputError` that names the clip and says what to do. Decoding is soundfile's (WAV, FLAC, OGG and MP3 without
+ffmpeg), never librosa's fallback to audioread, which can stall for a minute on a damaged file; resampling is
+librosa's (soxr).
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ _STDERR_LOCK = threading.Lock()  # one decode at a time borrows fd 2, so each pu
 
 @contextmanager
 def _quiet_decoder():
-    """mpg123 (inside libsndfile) prints its complaints about a damaged MP3 straight to file descriptor 2, and librosa
-    warns when it falls back to audioread: the person should see only our one-line message, so both are muted here."""
+    """mpg123 (inside libsndfile) prints its complaints about a damaged MP3 straight to file descriptor 2: the person
+    should see only our one-line message, so it is muted here, with any warning."""
     with _STDERR_LOCK, warnings.catch_warnings(action="ignore"):
         sys.stderr.flush()
         saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
@@ -83,17 +84,17 @@ def read_clip(path: str | Path, role: str, sample_rate: int, seconds: float | No
     if seconds is None and duration > MAX_SECONDS:
         raise InputError(f"{what} is {duration:.1f} s long, over the limit of {MAX_SECONDS:g} s; pass seconds "
                          f"(--seconds N, at most {MAX_SECONDS:g}) to render its first N seconds, or trim it")
+    frames = -1 if seconds is None else round(seconds * info.samplerate)
     try:
         with _quiet_decoder():
-            samples, _ = librosa.load(path, sr=sample_rate, mono=True, duration=seconds, dtype=np.float32)
-    except librosa.util.exceptions.ParameterError as exc:
-        if "finite" not in str(exc):
-            raise
-        samples = np.array([np.nan], np.float32)  # librosa refuses to resample NaN; say so below
+            channels, _ = soundfile.read(str(path), frames=frames, dtype="float32", always_2d=True)
     except Exception as exc:  # a damaged file can fail mid-decode in many ways; the person needs only this
         raise InputError(f"{what} could not be decoded ({type(exc).__name__}); re-export it as {READABLE}") from None
+    samples = channels.mean(axis=1, dtype=np.float32)
     if not np.isfinite(samples).all():
         raise InputError(f"{what} contains NaN or infinite samples; re-export it from your audio editor")
+    if info.samplerate != sample_rate:
+        samples = librosa.resample(samples, orig_sr=info.samplerate, target_sr=sample_rate).astype(np.float32)
     if len(samples) < MIN_SECONDS * sample_rate:
         raise InputError(f"{what} is {len(samples) / sample_rate:.2f} s long; it needs at least {MIN_SECONDS:g} s")
     if np.abs(samples).max() < SILENCE_PEAK:

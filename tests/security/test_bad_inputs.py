@@ -242,14 +242,23 @@ def raw_predict(world: World, case, api: str, values: dict):
             (server_path,) = http.post(url + "upload", files=[("files", (path.name, handle))]).json()
         return {"path": server_path, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
 
-    params = world.client.view_api(return_format="dict", print_info=False)["named_endpoints"][api]["parameters"]
-    fn = next(d["id"] for d in world.client.config["dependencies"] if d.get("api_name") == api.lstrip("/"))
+    params = iter(world.client.view_api(return_format="dict", print_info=False)["named_endpoints"][api]["parameters"])
+    config = world.client.config
+    dependency = next(d for d in config["dependencies"] if d.get("api_name") == api.lstrip("/"))
+    kinds = {c["id"]: c.get("type") for c in config["components"]}
     session = uuid.uuid4().hex
     with httpx.Client(timeout=TIMEOUT) as http:
-        data = [upload(values[p["parameter_name"]]) if p["parameter_name"] in values else p["parameter_default"]
-                for p in params]
-        http.post(url + "queue/join", content=json.dumps({"data": data, "fn_index": fn, "session_hash": session,
-                                                          "event_data": None, "trigger_id": None}),
+        data = []
+        for component in dependency["inputs"]:  # a gr.State is no API parameter: the page sends it, as None here
+            if kinds[component] == "state":
+                data.append(None)
+            elif (p := next(params))["parameter_name"] in values:
+                data.append(upload(values[p["parameter_name"]]))
+            else:
+                data.append(p["parameter_default"])
+        join = {"data": data, "fn_index": dependency["id"], "session_hash": session, "event_data": None,
+                "trigger_id": None}
+        http.post(url + "queue/join", content=json.dumps(join),
                   headers={"content-type": "application/json"}).raise_for_status()
         with http.stream("GET", url + "queue/data", params={"session_hash": session}) as stream:
             for line in stream.iter_lines():
