@@ -33,8 +33,8 @@ def run(images, method="diffusion-styleid", style="red", **options) -> bytes:
 
 
 def unet():
-    (model,) = [m for m in PIPELINES.loaded() if m.label == "sd15"]
-    return model.pipeline.unet
+    # the one the last run used (an earlier test module in this process may have loaded another "sd15" folder)
+    return [m for m in PIPELINES.loaded() if m.label == "sd15"][-1].pipeline.unet
 
 
 def plain(images) -> bytes:

@@ -88,7 +88,7 @@ def read_clip(path: str | Path, role: str, sample_rate: int, seconds: float | No
     try:
         with _quiet_decoder():
             channels, _ = soundfile.read(str(path), frames=frames, dtype="float32", always_2d=True)
-    except Exception as exc:  # a damaged file can fail mid-decode in many ways; the person needs only this
+    except Exception as exc:  # noqa: BLE001 a damaged file fails mid-decode in many ways; one message says it
         raise InputError(f"{what} could not be decoded ({type(exc).__name__}); re-export it as {READABLE}") from None
     samples = channels.mean(axis=1, dtype=np.float32)
     if not np.isfinite(samples).all():
