@@ -106,7 +106,7 @@ def main() -> None:
         plain = {n: in_processes(settings, requests, n) for n in (1, 2)}
         local = InProcessExecutor(settings)
         local.run(requests[0])  # torch and the encoder warm, as in a replica
-        ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False)
         try:
             one = on_ray(settings, 1)
             local_each, ray_each, overhead = one_by_one(local, one, requests)

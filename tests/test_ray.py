@@ -110,7 +110,8 @@ def cluster(tmp_path_factory):
                         ray_num_cpus=0.25, ray_num_gpus={"diffusion": 0.0}, ray_min_replicas=REPLICAS,
                         ray_max_replicas=REPLICAS, queue_max_size=64)
     threads = torch.get_num_threads()
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False)
+    # a new instance of its own ("local"), never a cluster another test (or `ray start`) left running here
+    ray.init(address="local", num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False)
     try:
         yield build_executor(settings), settings
     finally:
