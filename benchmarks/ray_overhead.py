@@ -86,8 +86,9 @@ def on_ray(settings: Settings, replicas: int, replacing: bool = False) -> RayExe
     if replacing:
         serve.delete(APP_PREFIX + "classic")  # a fresh deployment with this many replicas
     executor = RayExecutor(settings.model_copy(update={"ray_min_replicas": replicas, "ray_max_replicas": replicas}))
-    executor.run(ImageStyleRequest(method="gram", content=EXAMPLES / "photo.jpg", styles=[EXAMPLES / "painting.jpg"],
-                                   size=32, steps=1, seed=0, encoder="random"))  # deployed, torch imported: warm
+    warm_up = [ImageStyleRequest(method="gram", content=EXAMPLES / "photo.jpg", styles=[EXAMPLES / "painting.jpg"],
+                                 size=32, steps=20, seed=0, encoder="random")] * 4 * replicas
+    all_at_once(executor, warm_up)  # deployed, torch imported, encoder built: every replica warm
     return executor
 
 

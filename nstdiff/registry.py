@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -85,6 +86,7 @@ class Method(ABC):
 M = TypeVar("M", bound=type[Method])
 _METHODS: dict[str, Method] = {}
 _loaded = False
+_LOADING = threading.RLock()  # an import in progress may look a method up
 
 
 def register_method(cls: M) -> M:
@@ -96,17 +98,20 @@ def register_method(cls: M) -> M:
 
 
 def _load_all() -> None:
+    """Import every method once; the first jobs of a server may ask at the same moment, and none may see the
+    registry half-filled (an "unknown method" for a method that is loading)."""
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            entry.load()
-        except Exception as exc:  # a broken extension must not take the core down
-            log.warning("extension '%s' failed to load: %s", entry.name, exc)
+    with _LOADING:
+        if _loaded:
+            return
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry.load()
+            except Exception as exc:  # a broken extension must not take the core down
+                log.warning("extension '%s' failed to load: %s", entry.name, exc)
+        _loaded = True
 
 
 def plugins(group: str) -> list[Any]:

@@ -1,6 +1,9 @@
 """Requests, the registry and routing: the contract every front end relies on."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +14,8 @@ from nstdiff import registry
 from nstdiff.methods.base import ImageMethod, TransferOutput
 from nstdiff.registry import Capabilities, register_method
 from nstdiff.schema import Frozen
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -106,3 +111,12 @@ def test_extensions_register_through_entry_points(monkeypatch):
         assert loaded == [True]
     finally:
         registry._METHODS.pop("plugin-test", None)
+
+
+def test_the_first_jobs_arriving_together_all_find_their_method():
+    """A fresh process (a server's first jobs, or a Ray replica's): eight threads ask at once while the methods load."""
+    code = ("import threading; from nstdiff.registry import get_method; found = []; "
+            "ts = [threading.Thread(target=lambda: found.append(get_method('gram').name)) for _ in range(8)]; "
+            "[t.start() for t in ts]; [t.join() for t in ts]; print(found.count('gram'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["8"], out.stderr[-500:]
