@@ -36,7 +36,7 @@ CASES = corpus.all_cases()
 CLI_CASES = [c for c in CASES if c.cli is not None]
 APP_CASES = [c for c in CASES if c.app is not None]
 CATEGORIES = list(dict.fromkeys(c.category for c in CASES))
-TIMEOUT = 60  # seconds per case
+TIMEOUT = 120  # seconds per case: a hang detector, with room for the other pytest worker on the same 2 cores
 MAX_RSS_MB = 4096
 WORKERS = min(2, os.cpu_count() or 1)
 # an absolute path with at least one folder (/tmp/x/…, /etc/passwd), not a relative one (../etc) or a fraction (1/2)
