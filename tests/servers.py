@@ -21,8 +21,8 @@ class RunningServer:
     def __init__(self, settings: Settings, auth: tuple[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        config = uvicorn.Config(create_server(settings, auth=auth), host="127.0.0.1", port=self.port, log_level="warning",
-                                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+        config = uvicorn.Config(create_server(settings, auth=auth), host="127.0.0.1", port=self.port,
+                                log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

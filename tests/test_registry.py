@@ -9,8 +9,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from nstdiff import ImageStyleRequest, InputError, get_method, list_methods, stylize
-from nstdiff import registry
+from nstdiff import ImageStyleRequest, InputError, get_method, list_methods, registry, stylize
 from nstdiff.methods.base import ImageMethod, TransferOutput
 from nstdiff.registry import Capabilities, register_method
 from nstdiff.schema import Frozen
