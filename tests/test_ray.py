@@ -78,6 +78,7 @@ def test_input_files_travel_as_bytes_and_come_back_as_their_paths(tmp_path):
         assert copy != content and copy.name == "photo.png" and copy.read_bytes() == content.read_bytes()
         assert unpacked.restore({"content": str(copy), "styles": [{"image": str(copy)}]}) == \
             {"content": str(content), "styles": [{"image": str(content)}]}
+        assert unpacked.restore(unpacked.request).content == content  # a model's path fields too (a video's source)
     assert not copy.exists()  # the replica's copies go with the job
 
     (mesh := tmp_path / "mesh").mkdir()
@@ -163,6 +164,37 @@ def test_gram_audio_and_diffusion_equal_the_local_backend(cluster, inputs):
     remote, here = executor.run(text), local.run(text)
     assert remote.method == "diffusion-text" and remote.image.tobytes() == here.image.tobytes()
     assert set(executor.health()["deployments"]) == {"classic", "audio", "diffusion"}
+
+
+@pytest.mark.ray
+def test_mesh_and_video_run_on_their_own_replicas_with_the_local_results(cluster, inputs, tmp_path):
+    """The mesh travels with its file, the clip with its sound: the saved video keeps the source's audio track,
+    read from the app's copy of the clip (the replica's copy is gone with its job)."""
+    import av
+    import trimesh
+
+    from extensions.mesh.schema import MeshStyleRequest
+    from extensions.video.schema import VideoStyleRequest
+    from tests.video_clips import scene, write_clip
+
+    executor, settings = cluster
+    local = InProcessExecutor(settings)
+    trimesh.creation.icosphere(1).export(sphere := tmp_path / "sphere.glb")
+    mesh = MeshStyleRequest(model=sphere, style=inputs["style"], steps=3, views=2, view_size=32, texture_size=64,
+                            encoder="random", seed=0)
+    remote, here = executor.run(mesh), local.run(mesh)
+    assert remote.texture.tobytes() == here.texture.tobytes() and remote.parameters == here.parameters
+
+    clip = write_clip(tmp_path / "clip.mp4", scene(4, 48, 32), 12, audio_seconds=4 / 12)
+    video = VideoStyleRequest(content=clip, style=inputs["style"], size=48, image_method="gram", encoder="random",
+                              steps=3, seed=1)
+    events = []
+    remote, here = executor.run(video, progress=events.append), local.run(video)
+    assert np.array_equal(remote.frames, here.frames) and remote.source == clip
+    with av.open(str(remote.save(tmp_path / "out.mp4"))) as written:
+        assert [s.type for s in written.streams] == ["video", "audio"]
+    assert "video replica" in replica_of(events)
+    assert {"mesh", "video"} <= set(executor.health()["deployments"])
 
 
 @pytest.mark.ray

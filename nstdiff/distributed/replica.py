@@ -66,8 +66,7 @@ class FamilyReplica:
                 result = self.executor.run(inputs.request, progress, token)
             except NstdiffError as exc:
                 return Failure.of(exc)
-            result.parameters = inputs.restore(result.parameters)
-            return result
+            return inputs.restore(result)
 
     async def run(self, request: Any) -> AsyncIterator[Any]:
         """Progress events, then the result or a `Failure`."""

@@ -2,8 +2,8 @@
 
 The app's process replaces every input file path in a request (at any depth: styles, masks, a mesh's textures) with
 a `Parcel` holding an object reference to the file's bytes; the replica writes the bytes to a folder of its own under
-the original file name and runs the request on those paths, then names the original paths again in the result's
-parameters, so the app's history keeps the inputs as it does for the local backend.
+the original file name and runs the request on those paths, then names the original paths again in the result (its
+parameters, a video's source clip), so the app's history keeps the inputs as it does for the local backend.
 """
 from __future__ import annotations
 
@@ -111,9 +111,10 @@ class Unpacked:
         self.originals[str(path)] = parcel.original
         return path
 
-    def restore(self, parameters: dict[str, Any]) -> dict[str, Any]:
-        """`parameters` naming the original input paths instead of this replica's copies."""
-        return _replace_strings(parameters, self.originals)
+    def restore(self, value: Any) -> Any:
+        """`value` (a result, its parameters) naming the original input paths instead of this replica's copies: the
+        app's history keeps the inputs, and a video's result reads its sound from the app's copy of the clip."""
+        return _replace_strings(value, self.originals)
 
     def __enter__(self) -> Self:
         return self
@@ -123,6 +124,9 @@ class Unpacked:
 
 
 def _replace_strings(value: Any, replacements: dict[str, str]) -> Any:
+    if isinstance(value, BaseModel):
+        changed = {name: _replace_strings(getattr(value, name), replacements) for name in type(value).model_fields}
+        return value.model_copy(update=changed)
     if isinstance(value, dict):
         return {k: _replace_strings(v, replacements) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
