@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     ray_min_replicas: int = Field(1, ge=0, le=1000, description="Replicas each family keeps running once it is used.")
     ray_max_replicas: int = Field(4, ge=1, le=1000, description="Replicas a family may grow to as its queue grows.")
     ray_jobs_per_replica: int = Field(1, ge=1, le=64, description="Jobs one replica runs at once.")
+    ray_scale_up_after_s: float = Field(10.0, ge=0, le=3600, description="Seconds a family's queue must stay longer "
+                                        "than its replicas take before another replica starts.")
+    ray_scale_down_after_s: float = Field(300.0, ge=0, le=86400, description="Seconds a family's replicas must stay "
+                                          "idle before one stops (down to ray_min_replicas; 0 frees its GPUs).")
 
     @field_validator("cache_dir", "outputs_dir", "models_dir", "presets_file")
     @classmethod

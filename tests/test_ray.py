@@ -5,6 +5,7 @@ marker need no Ray instance (inputs through the object store, the choice of back
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -29,6 +30,9 @@ from tests.conftest import cancel_at, gradient, stripes
 
 REPO = Path(__file__).resolve().parents[1]
 REPLICAS = 2
+# the queue lengths the app's handle reports to Serve's autoscaler, twice a second (Serve's default, every 10 s, is
+# read when Ray Serve is first imported: before any test of this process starts it)
+os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
 
 
 # -- without Ray ----------------------------------------------------------------------------------------------------
@@ -108,7 +112,7 @@ def cluster(tmp_path_factory):
     build_tiny_sd(models / "diffusion" / "sd15")
     settings = Settings(backend="ray", outputs_dir=tmp_path_factory.mktemp("outputs"), models_dir=models,
                         cache_dir=tmp_path_factory.mktemp("cache"), device="cpu", allow_downloads=False, threads=1,
-                        ray_num_cpus=0.25, ray_num_gpus={"diffusion": 0.0}, ray_min_replicas=REPLICAS,
+                        ray_num_cpus=0.1, ray_num_gpus={"diffusion": 0.0}, ray_min_replicas=REPLICAS,
                         ray_max_replicas=REPLICAS, queue_max_size=64)
     threads = torch.get_num_threads()
     # a new instance of its own ("local"), never a cluster another test (or `ray start`) left running here
@@ -362,6 +366,51 @@ def test_lora_training_runs_as_a_ray_task_and_resumes_from_its_checkpoint(cluste
     assert report.start_step == kept and report.steps == 24  # the newest checkpoint the cancelled task left
     assert report.weights.is_file() and str(report.weights).startswith(str(settings.models_path))
     assert any(e.message.startswith(f"resuming from step {kept}") for e in events)
+
+
+def classic_replicas(executor) -> int:
+    return executor.health()["deployments"].get("classic", {}).get("replicas", {}).get("RUNNING", 0)
+
+
+def wait_for(condition, what: str, seconds: float = 90) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, what
+        time.sleep(0.2)
+
+
+@pytest.mark.ray
+def test_a_family_grows_with_its_queue_and_stops_its_replicas_when_idle(cluster, inputs):
+    """Redeploys the classic family from none to two replicas: four long jobs at once start a second replica, which
+    takes some of them; idle, both stop (a GPU family would free its GPUs); the next job starts one again."""
+    from ray import serve
+
+    from nstdiff.distributed.ray_executor import RayExecutor
+
+    _, settings = cluster
+    serve.delete("nstdiff-classic")
+    with pytest.raises(ResourceError, match=r"no room now for a classic replica \(each asks for 64 CPU"):
+        RayExecutor(settings.model_copy(update={"ray_num_cpus": 64})).run(gram(inputs))
+    executor = RayExecutor(settings.model_copy(update={"ray_min_replicas": 0, "ray_max_replicas": 2,
+                                                       "ray_scale_up_after_s": 1, "ray_scale_down_after_s": 2}))
+    token, seen = CancelToken(), {seed: [] for seed in range(4)}
+
+    def job(seed: int) -> None:
+        with pytest.raises(Cancelled):
+            executor.run(gram(inputs, steps=10000, seed=seed), progress=seen[seed].append, cancel=token)
+
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [pool.submit(job, seed) for seed in seen]
+        try:
+            wait_for(lambda: classic_replicas(executor) == 2, "no second replica started for a queue of four jobs")
+            wait_for(lambda: len({replica_of(events) for events in seen.values() if events}) == 2,
+                     "the new replica took no job")
+        finally:
+            token.cancel()
+        [j.result() for j in jobs]
+    wait_for(lambda: classic_replicas(executor) == 0, "the idle replicas did not stop")
+    assert executor.run(gram(inputs, steps=2)).image.size == (64, 53)  # a replica starts again for it
+    assert classic_replicas(executor) == 1
 
 
 @pytest.mark.ray

@@ -95,6 +95,14 @@ class RayExecutor(InProcessExecutor):
             raise ResourceError(
                 f"the Ray cluster has no GPU for a {family} replica (each asks for {gpus:g}, setting ray_num_gpus); "
                 "join a GPU machine with `ray start --address HEAD:6379`, or set its ray_num_gpus to 0 to run on CPU")
+        free = ray.available_resources()
+        if settings.ray_num_cpus > free.get("CPU", 0.0) + 1e-6 or gpus > free.get("GPU", 0.0) + 1e-6:
+            # Serve would wait for room forever, and the job with it
+            raise ResourceError(
+                f"the Ray cluster has no room now for a {family} replica (each asks for {settings.ray_num_cpus:g} "
+                f"CPU and {gpus:g} GPU; free: {free.get('CPU', 0.0):g} CPU, {free.get('GPU', 0.0):g} GPU): lower "
+                "ray_num_cpus, ray_num_gpus or ray_max_replicas, or join a machine with `ray start --address "
+                "HEAD:6379`")
         deployment = serve.deployment(
             FamilyReplica, name=family,
             ray_actor_options={"num_cpus": settings.ray_num_cpus, "num_gpus": gpus},
@@ -102,7 +110,11 @@ class RayExecutor(InProcessExecutor):
             max_queued_requests=settings.queue_max_size,  # beyond it, the queue-full message
             autoscaling_config={"min_replicas": settings.ray_min_replicas, "max_replicas": settings.ray_max_replicas,
                                 "initial_replicas": max(1, settings.ray_min_replicas),
-                                "target_ongoing_requests": settings.ray_jobs_per_replica},
+                                "target_ongoing_requests": settings.ray_jobs_per_replica,
+                                "upscale_delay_s": settings.ray_scale_up_after_s,
+                                "downscale_delay_s": settings.ray_scale_down_after_s,
+                                # the queue's length averaged over as long as it must last (Serve's default: 30 s)
+                                "look_back_period_s": min(30.0, max(1.0, settings.ray_scale_up_after_s))},
         )
         log.info("deploying the %s replicas (%g GPU each, %d to %d replicas)", family, gpus,
                  settings.ray_min_replicas, settings.ray_max_replicas)
