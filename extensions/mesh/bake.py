@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from extensions.mesh.raster import rasterize
 from extensions.mesh.surface import Atlas, Surface, sample
@@ -35,6 +34,8 @@ def pad(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:
     filtering and mipmaps at chart borders never mix in gutter colours."""
     if filled.all() or not filled.any():
         return texture
+    from scipy import ndimage  # loaded by a mesh job, not by every command
+
     _, (rows, cols) = ndimage.distance_transform_edt(~filled, return_indices=True)
     return texture[rows, cols]
 

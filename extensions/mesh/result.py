@@ -5,10 +5,9 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import trimesh
 from PIL import Image
 from pydantic import Field
 
@@ -16,6 +15,9 @@ from nstdiff.imageio import atomic_write, check_writable
 from nstdiff.schema import RunResult
 from extensions.mesh.schema import OUTPUT_SUFFIXES
 from extensions.mesh.surface import sample
+
+if TYPE_CHECKING:  # trimesh loads when a model is written or read, not with every command
+    import trimesh
 
 
 class MeshResult(RunResult):
@@ -32,10 +34,14 @@ class MeshResult(RunResult):
     measures: dict[str, float] = Field(default_factory=dict, description="Seam jump, coverage, style loss before/after.")
 
     def _material(self, name: str) -> trimesh.visual.material.PBRMaterial:
+        import trimesh
+
         return trimesh.visual.material.PBRMaterial(name=name, baseColorTexture=self.texture, metallicFactor=0.0,
                                                    roughnessFactor=1.0)
 
     def scene(self) -> trimesh.Scene:
+        import trimesh
+
         material = self._material("nstdiff_style")
         scene = trimesh.Scene()
         for name, vertices, faces, uv in zip(self.names, self.vertices, self.faces, self.uvs):
@@ -53,6 +59,8 @@ class MeshResult(RunResult):
 
     def obj_files(self, stem: str) -> dict[str, bytes]:
         """`stem`.obj, `stem`.mtl and `stem`.png: the OBJ names its MTL, the MTL its texture (map_Kd)."""
+        import trimesh
+
         vertices, faces, uv = self.joined()
         visual = trimesh.visual.TextureVisuals(uv=uv, material=self._material(stem))
         mesh = trimesh.Trimesh(vertices, faces, visual=visual, process=False)
@@ -65,6 +73,8 @@ class MeshResult(RunResult):
 
     def ply_bytes(self) -> bytes:
         """Vertex colours: the texture read at each vertex's UV (what PLY viewers show without textures)."""
+        import trimesh
+
         vertices, faces, uv = self.joined()
         colors = sample(np.asarray(self.texture, np.float32) / 255.0, uv)
         alpha = np.full((len(colors), 1), 255, np.uint8)
@@ -110,6 +120,8 @@ class MeshResult(RunResult):
     @staticmethod
     def read_metadata(path: str | Path) -> dict:
         """The metadata a GLB written by `save` carries."""
+        import trimesh
+
         scene = trimesh.load_scene(Path(path))
         value = scene.metadata.get("nstdiff", {})
         return json.loads(value) if isinstance(value, str) else value

@@ -11,14 +11,17 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import trimesh
 
 from nstdiff.errors import InputError
 from nstdiff.settings import Settings
 from extensions.mesh.raster import rasterize
 from extensions.mesh.schema import MODEL_SUFFIXES
+
+if TYPE_CHECKING:  # trimesh (with scipy and networkx) loads on a mesh job's first use, not with every command
+    import trimesh
 
 MAX_PARTS = 256
 MAX_COORDINATE = 1e15  # beyond any real model's units; areas (coordinates squared) would overflow further out
@@ -117,6 +120,8 @@ def sample(image: np.ndarray, uv: np.ndarray, wrap: bool = False) -> np.ndarray:
 
 def load_surface(path: str | Path, settings: Settings) -> Surface:
     """Read a GLB/GLTF, OBJ (+MTL), PLY or STL file, or raise an `InputError` that says what is wrong with it."""
+    import trimesh
+
     path = Path(path)
     what = f"3D model '{path.name}'"
     if not path.is_file():
@@ -176,6 +181,8 @@ def _check_coordinates(points: np.ndarray, what: str, name: str) -> None:
 
 
 def _combine(meshes: list[tuple[str, trimesh.Trimesh, np.ndarray]], what: str, settings: Settings) -> Surface:
+    import trimesh
+
     vertices, faces, parts, notes = [], [], [], []
     offset = face_offset = dropped = 0
     for name, mesh, transform in meshes:
@@ -207,6 +214,8 @@ def _combine(meshes: list[tuple[str, trimesh.Trimesh, np.ndarray]], what: str, s
 
 
 def _colour_source(name: str, mesh: trimesh.Trimesh, keep: np.ndarray, what: str, settings: Settings) -> Part:
+    import trimesh
+
     visual = mesh.visual
     tris = np.asarray(mesh.faces)[keep]
     if isinstance(visual, trimesh.visual.TextureVisuals):

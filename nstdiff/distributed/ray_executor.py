@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 APP_PREFIX = "nstdiff-"  # each family is its own Serve application, deployed the first time a job needs it
 QUEUE_FULL = "Queue is full! Please try again."  # the words the app's own queue uses
+_BUILDING = threading.Lock()  # one Serve deployment built at a time (see `_deploy`)
+WAIT_NOTE_S = 5.0  # a training task not started after this long says what it waits for
 
 
 class ReplicaLostError(NstdiffError):
@@ -82,7 +84,6 @@ class RayExecutor(InProcessExecutor):
             return self._handles[family]
 
     def _deploy(self, family: str) -> Any:
-        import ray
         from ray import serve
 
         running = serve.status().applications.get(APP_PREFIX + family)
@@ -91,20 +92,9 @@ class RayExecutor(InProcessExecutor):
             return serve.get_deployment_handle(family, app_name=APP_PREFIX + family)
         settings = self.settings
         gpus = settings.ray_num_gpus.get(family, 0.0)
-        if gpus > ray.cluster_resources().get("GPU", 0.0):
-            raise ResourceError(
-                f"the Ray cluster has no GPU for a {family} replica (each asks for {gpus:g}, setting ray_num_gpus); "
-                "join a GPU machine with `ray start --address HEAD:6379`, or set its ray_num_gpus to 0 to run on CPU")
-        free = ray.available_resources()
-        if settings.ray_num_cpus > free.get("CPU", 0.0) + 1e-6 or gpus > free.get("GPU", 0.0) + 1e-6:
-            # Serve would wait for room forever, and the job with it
-            raise ResourceError(
-                f"the Ray cluster has no room now for a {family} replica (each asks for {settings.ray_num_cpus:g} "
-                f"CPU and {gpus:g} GPU; free: {free.get('CPU', 0.0):g} CPU, {free.get('GPU', 0.0):g} GPU): lower "
-                "ray_num_cpus, ray_num_gpus or ray_max_replicas, or join a machine with `ray start --address "
-                "HEAD:6379`")
-        deployment = serve.deployment(
-            FamilyReplica, name=family,
+        # Serve would wait for room forever, and the job with it: replicas of the other families keep theirs
+        _check_room(f"a {family} replica", settings.ray_num_cpus, gpus, busy_is_an_error=True)
+        options = dict(
             ray_actor_options={"num_cpus": settings.ray_num_cpus, "num_gpus": gpus},
             max_ongoing_requests=settings.ray_jobs_per_replica,
             max_queued_requests=settings.queue_max_size,  # beyond it, the queue-full message
@@ -116,6 +106,16 @@ class RayExecutor(InProcessExecutor):
                                 # the queue's length averaged over as long as it must last (Serve's default: 30 s)
                                 "look_back_period_s": min(30.0, max(1.0, settings.ray_scale_up_after_s))},
         )
+        for attempt in (1, 2):
+            try:
+                with _BUILDING:
+                    deployment = serve.deployment(FamilyReplica, name=family, **options)
+                break
+            except ValueError as exc:
+                # Serve pickles its request router between a process-wide register and unregister of its module,
+                # which another thread building a config (a handle taking an update) can undo; once more succeeds
+                if "pickle by value" not in str(exc) or attempt == 2:
+                    raise
         log.info("deploying the %s replicas (%g GPU each, %d to %d replicas)", family, gpus,
                  settings.ray_min_replicas, settings.ray_max_replicas)
         return serve.run(deployment.bind(settings.model_dump(mode="json")), name=APP_PREFIX + family,
@@ -167,14 +167,33 @@ class RayExecutor(InProcessExecutor):
         from nstdiff.training.lora_data import LoraTraining
 
         family = "diffusion" if isinstance(config, LoraTraining) else "classic"
-        task = ray.remote(train_task).options(num_cpus=self.settings.ray_num_cpus, num_returns="streaming",
-                                              num_gpus=self.settings.ray_num_gpus.get(family, 0.0), max_retries=1)
+        cpus, gpus = self.settings.ray_num_cpus, self.settings.ray_num_gpus.get(family, 0.0)
+        _check_room("this training", cpus, gpus, busy_is_an_error=False)  # busy: it starts when room frees up
+        task = ray.remote(train_task).options(num_cpus=cpus, num_gpus=gpus, num_returns="streaming", max_retries=1)
+        started = threading.Event()
+
+        def note_the_wait() -> None:
+            if not started.wait(WAIT_NOTE_S) and progress:
+                free = ray.available_resources()
+                progress(ProgressEvent(step=0, total=0, stage="message", message=(
+                    f"waiting for room on the Ray cluster: this training asks for {cpus:g} CPU and {gpus:g} GPU, "
+                    f"{free.get('CPU', 0.0):g} CPU and {free.get('GPU', 0.0):g} GPU are free (replicas keep theirs "
+                    "until idle for ray_scale_down_after_s); Cancel to stop waiting")))
+
+        def on_progress(event: ProgressEvent) -> None:
+            started.set()
+            if progress:
+                progress(event)
+
+        threading.Thread(target=note_the_wait, daemon=True, name="nstdiff-wait-note").start()
         try:
-            return self._follow(_TaskStream(task.remote(self.settings.model_dump(mode="json"), config)), progress,
+            return self._follow(_TaskStream(task.remote(self.settings.model_dump(mode="json"), config)), on_progress,
                                 cancel or CancelToken())
         except _LostReplica as lost:
             raise ReplicaLostError(f"the machine training this was lost twice ({lost}); start the training again: "
                                    "it resumes from its last checkpoint") from None
+        finally:
+            started.set()
 
     def _follow(self, response: Any, progress: ProgressCallback | None, cancel: CancelToken) -> Any:
         """The job's events passed to `progress`, then its result; Cancel (from the token or the callback) cancels
@@ -215,6 +234,8 @@ class RayExecutor(InProcessExecutor):
             raise ResourceError(QUEUE_FULL) from None
         except _LostReplica:
             settled = True
+            if cancel.cancelled:  # a cancelled stream may just end: the job stopped as asked, nothing was lost
+                raise Cancelled(*step) from None
             raise
         except ray.exceptions.RayTaskError as exc:  # an unexpected error in the method: raised as itself
             settled = True
@@ -223,6 +244,27 @@ class RayExecutor(InProcessExecutor):
             done.set()
             if not settled:
                 response.cancel()  # a callback that raised, or Ctrl-C: the replica stops too
+
+
+def _check_room(what: str, cpus: float, gpus: float, busy_is_an_error: bool) -> None:
+    """Refuse what the cluster could never place (more than all its machines have), and, `busy_is_an_error`, what
+    it cannot place now, naming what was asked for and what there is."""
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    if gpus > total.get("GPU", 0.0):
+        raise ResourceError(
+            f"the Ray cluster has no GPU for {what} (it asks for {gpus:g}, setting ray_num_gpus); join a GPU machine "
+            "with `ray start --address HEAD:6379`, or set its ray_num_gpus to 0 to run on CPU")
+    if cpus > total.get("CPU", 0.0):
+        raise ResourceError(
+            f"the Ray cluster has {total.get('CPU', 0.0):g} CPUs in all and {what} asks for {cpus:g} (setting "
+            "ray_num_cpus): lower it, or join a machine with `ray start --address HEAD:6379`")
+    if busy_is_an_error and (cpus > free.get("CPU", 0.0) + 1e-6 or gpus > free.get("GPU", 0.0) + 1e-6):
+        raise ResourceError(
+            f"the Ray cluster has no room now for {what} (it asks for {cpus:g} CPU and {gpus:g} GPU; free: "
+            f"{free.get('CPU', 0.0):g} CPU, {free.get('GPU', 0.0):g} GPU): lower ray_num_cpus, ray_num_gpus or "
+            "ray_max_replicas, or join a machine with `ray start --address HEAD:6379`")
 
 
 class _TaskStream:
