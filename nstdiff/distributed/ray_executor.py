@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from nstdiff.context import CancelToken, ProgressCallback
 from nstdiff.distributed.replica import Failure, FamilyReplica, train_task
+from nstdiff.distributed.room import check_room
 from nstdiff.distributed.shipping import pack
 from nstdiff.errors import Cancelled, InputError, NstdiffError, ResourceError
 from nstdiff.executor import InProcessExecutor, as_image_request, method_name
@@ -33,6 +34,9 @@ APP_PREFIX = "nstdiff-"  # each family is its own Serve application, deployed th
 QUEUE_FULL = "Queue is full! Please try again."  # the words the app's own queue uses
 _BUILDING = threading.Lock()  # one Serve deployment built at a time (see `_deploy`)
 WAIT_NOTE_S = 5.0  # a training task not started after this long says what it waits for
+# Scaling down, Serve stops a family's newest replica, busy or not, and kills its job after 20 s by default (it would
+# start over elsewhere): a stopping replica finishes its job first, as long as a job may take
+FINISH_BEFORE_STOP_S = 24 * 3600.0
 
 
 class ReplicaLostError(NstdiffError):
@@ -93,11 +97,12 @@ class RayExecutor(InProcessExecutor):
         settings = self.settings
         gpus = settings.ray_num_gpus.get(family, 0.0)
         # Serve would wait for room forever, and the job with it: replicas of the other families keep theirs
-        _check_room(f"a {family} replica", settings.ray_num_cpus, gpus, busy_is_an_error=True)
+        check_room(f"a {family} replica", settings.ray_num_cpus, gpus, busy_is_an_error=True)
         options = dict(
             ray_actor_options={"num_cpus": settings.ray_num_cpus, "num_gpus": gpus},
             max_ongoing_requests=settings.ray_jobs_per_replica,
             max_queued_requests=settings.queue_max_size,  # beyond it, the queue-full message
+            graceful_shutdown_timeout_s=FINISH_BEFORE_STOP_S,
             autoscaling_config={"min_replicas": settings.ray_min_replicas, "max_replicas": settings.ray_max_replicas,
                                 "initial_replicas": max(1, settings.ray_min_replicas),
                                 "target_ongoing_requests": settings.ray_jobs_per_replica,
@@ -168,7 +173,7 @@ class RayExecutor(InProcessExecutor):
 
         family = "diffusion" if isinstance(config, LoraTraining) else "classic"
         cpus, gpus = self.settings.ray_num_cpus, self.settings.ray_num_gpus.get(family, 0.0)
-        _check_room("this training", cpus, gpus, busy_is_an_error=False)  # busy: it starts when room frees up
+        check_room("this training", cpus, gpus, busy_is_an_error=False)  # busy: it starts when room frees up
         task = ray.remote(train_task).options(num_cpus=cpus, num_gpus=gpus, num_returns="streaming", max_retries=1)
         started = threading.Event()
 
@@ -244,27 +249,6 @@ class RayExecutor(InProcessExecutor):
             done.set()
             if not settled:
                 response.cancel()  # a callback that raised, or Ctrl-C: the replica stops too
-
-
-def _check_room(what: str, cpus: float, gpus: float, busy_is_an_error: bool) -> None:
-    """Refuse what the cluster could never place (more than all its machines have), and, `busy_is_an_error`, what
-    it cannot place now, naming what was asked for and what there is."""
-    import ray
-
-    total, free = ray.cluster_resources(), ray.available_resources()
-    if gpus > total.get("GPU", 0.0):
-        raise ResourceError(
-            f"the Ray cluster has no GPU for {what} (it asks for {gpus:g}, setting ray_num_gpus); join a GPU machine "
-            "with `ray start --address HEAD:6379`, or set its ray_num_gpus to 0 to run on CPU")
-    if cpus > total.get("CPU", 0.0):
-        raise ResourceError(
-            f"the Ray cluster has {total.get('CPU', 0.0):g} CPUs in all and {what} asks for {cpus:g} (setting "
-            "ray_num_cpus): lower it, or join a machine with `ray start --address HEAD:6379`")
-    if busy_is_an_error and (cpus > free.get("CPU", 0.0) + 1e-6 or gpus > free.get("GPU", 0.0) + 1e-6):
-        raise ResourceError(
-            f"the Ray cluster has no room now for {what} (it asks for {cpus:g} CPU and {gpus:g} GPU; free: "
-            f"{free.get('CPU', 0.0):g} CPU, {free.get('GPU', 0.0):g} GPU): lower ray_num_cpus, ray_num_gpus or "
-            "ray_max_replicas, or join a machine with `ray start --address HEAD:6379`")
 
 
 class _TaskStream:

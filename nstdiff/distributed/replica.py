@@ -49,7 +49,9 @@ class FamilyReplica:
 
     def __init__(self, settings: dict[str, Any]):
         from nstdiff.executor import InProcessExecutor
+        from nstdiff.registry import list_methods
 
+        list_methods()  # imported here, before Serve counts this replica as running, not by its first job
         self.settings = Settings(**settings)
         self.executor = InProcessExecutor(self.settings)
         self.pool = ThreadPoolExecutor(self.settings.ray_jobs_per_replica, thread_name_prefix="nstdiff-job")
