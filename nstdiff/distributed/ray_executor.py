@@ -89,6 +89,7 @@ class RayExecutor(InProcessExecutor):
 
     def _deploy(self, family: str) -> Any:
         from ray import serve
+        from ray.serve.config import AutoscalingConfig
 
         running = serve.status().applications.get(APP_PREFIX + family)
         if running and _word(running.status) in {"RUNNING", "DEPLOYING", "UNHEALTHY"}:  # deployed by another process
@@ -98,18 +99,22 @@ class RayExecutor(InProcessExecutor):
         gpus = settings.ray_num_gpus.get(family, 0.0)
         # Serve would wait for room forever, and the job with it: replicas of the other families keep theirs
         check_room(f"a {family} replica", settings.ray_num_cpus, gpus, busy_is_an_error=True)
+        # the queue's length averaged over as long as it must last (Serve's default: 30 s)
+        look_back_s = min(30.0, max(1.0, settings.ray_scale_up_after_s))
+        autoscaling = {"min_replicas": settings.ray_min_replicas, "max_replicas": settings.ray_max_replicas,
+                       "initial_replicas": max(1, settings.ray_min_replicas),
+                       "target_ongoing_requests": settings.ray_jobs_per_replica,
+                       "upscale_delay_s": settings.ray_scale_up_after_s,
+                       "downscale_delay_s": settings.ray_scale_down_after_s, "look_back_period_s": look_back_s}
+        if "metrics_interval_s" in AutoscalingConfig.model_fields:
+            # how often the app's handle tells Serve its queue (default 10 s: Serve saw an idle family while its
+            # first job ran, and scaled it to none); deprecated in Serve 2.60, which has nothing in its place yet
+            autoscaling["metrics_interval_s"] = look_back_s / 2
         options = dict(
             ray_actor_options={"num_cpus": settings.ray_num_cpus, "num_gpus": gpus},
             max_ongoing_requests=settings.ray_jobs_per_replica,
             max_queued_requests=settings.queue_max_size,  # beyond it, the queue-full message
-            graceful_shutdown_timeout_s=FINISH_BEFORE_STOP_S,
-            autoscaling_config={"min_replicas": settings.ray_min_replicas, "max_replicas": settings.ray_max_replicas,
-                                "initial_replicas": max(1, settings.ray_min_replicas),
-                                "target_ongoing_requests": settings.ray_jobs_per_replica,
-                                "upscale_delay_s": settings.ray_scale_up_after_s,
-                                "downscale_delay_s": settings.ray_scale_down_after_s,
-                                # the queue's length averaged over as long as it must last (Serve's default: 30 s)
-                                "look_back_period_s": min(30.0, max(1.0, settings.ray_scale_up_after_s))},
+            graceful_shutdown_timeout_s=FINISH_BEFORE_STOP_S, autoscaling_config=autoscaling,
         )
         for attempt in (1, 2):
             try:
