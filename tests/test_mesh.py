@@ -11,16 +11,16 @@ import torch
 import trimesh
 from PIL import Image
 
+from extensions.mesh.atlas import build_atlas
 from extensions.mesh.bake import seam_jump
 from extensions.mesh.raster import cameras
 from extensions.mesh.result import MeshResult
 from extensions.mesh.schema import MeshStyleRequest
-from extensions.mesh.surface import build_atlas, load_surface
+from extensions.mesh.surface import load_surface
 from nstdiff.commands import main as cli_main
 from nstdiff.errors import Cancelled, InputError
 from nstdiff.executor import stylize
-from nstdiff.losses import GramStyleLoss, gram_matrix
-from nstdiff.losses import STYLE_LAYERS
+from nstdiff.losses import STYLE_LAYERS, GramStyleLoss, gram_matrix
 from nstdiff.models.encoders import load_encoder
 from nstdiff.settings import reload_settings
 from tests.conftest import cancel_at, stripes

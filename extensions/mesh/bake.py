@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from extensions.mesh.atlas import Atlas
 from extensions.mesh.raster import rasterize
-from extensions.mesh.surface import Atlas, Surface, sample
+from extensions.mesh.surface import Surface, sample
 
 SEAM_SAMPLES = np.linspace(0.15, 0.85, 5)  # points along each seam edge, off its end vertices
 

@@ -28,17 +28,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from extensions.mesh.atlas import Atlas, build_atlas
+from extensions.mesh.bake import Texels, atlas_uv_of, coverage, pad, seam_jump, texels
+from extensions.mesh.raster import Camera, Fragments, cameras
+from extensions.mesh.result import MeshResult
+from extensions.mesh.schema import MeshStyleRequest
+from extensions.mesh.surface import Surface, load_surface, sample
 from nstdiff.context import RunContext
 from nstdiff.errors import InputError
 from nstdiff.imageio import load_image, resize_long_side
 from nstdiff.losses import STYLE_LAYERS, FeatureContentLoss, GramStyleLoss, gram_matrix, strength_weights
 from nstdiff.methods.base import to_tensor
 from nstdiff.registry import Capabilities, Method, register_method
-from extensions.mesh.bake import Texels, atlas_uv_of, coverage, pad, seam_jump, texels
-from extensions.mesh.raster import Camera, Fragments, cameras
-from extensions.mesh.result import MeshResult
-from extensions.mesh.schema import MeshStyleRequest
-from extensions.mesh.surface import Atlas, Surface, build_atlas, load_surface, sample
 
 CONTENT_LAYERS = ("relu2_2", "relu3_1", "relu4_2")
 DEFAULT_STEPS = {"field": 60, "texture": 40}

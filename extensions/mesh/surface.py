@@ -1,10 +1,8 @@
-"""Reading a 3D model into one triangle soup with its own colours, and giving it a UV atlas to bake into.
+"""Reading a 3D model into one triangle soup with its own colours (`atlas.py` gives it a UV atlas to bake into).
 
 Every part of a scene (node transforms applied) keeps its name and its own colour source: a texture (UVs + image,
 times the material's base colour factor), vertex colours, face colours, or none (a flat material colour or
-trimesh's default grey: there is no "content" to keep, the style paints it freely). The parts share one atlas and
-one texture, unwrapped by xatlas (Young, "xatlas", after Lévy et al. 2002's LSCM charts) unless the model is a single
-part whose UVs already map it once into [0, 1]².
+trimesh's default grey: there is no "content" to keep, the style paints it freely).
 """
 from __future__ import annotations
 
@@ -17,7 +15,6 @@ import numpy as np
 
 from nstdiff.errors import InputError
 from nstdiff.settings import Settings
-from extensions.mesh.raster import rasterize
 from extensions.mesh.schema import MODEL_SUFFIXES
 
 if TYPE_CHECKING:  # trimesh (with scipy and networkx) loads on a mesh job's first use, not with every command
@@ -25,7 +22,6 @@ if TYPE_CHECKING:  # trimesh (with scipy and networkx) loads on a mesh job's fir
 
 MAX_PARTS = 256
 MAX_COORDINATE = 1e15  # beyond any real model's units; areas (coordinates squared) would overflow further out
-UV_CHECK_SIZE = 512  # resolution at which existing UVs are tested for overlaps
 FLAT_GREY = np.array([0.5, 0.5, 0.5], np.float32)
 
 
@@ -43,22 +39,11 @@ class Part:
 
 
 @dataclass
-class Atlas:
-    """Where each triangle lies in the one output texture (u right, v up, as glTF/OBJ store them)."""
-
-    uv: np.ndarray  # (A, 2) float64 atlas vertices
-    faces: np.ndarray  # (F, 3) int64: rows aligned with Surface.faces
-    source: np.ndarray  # (A,) int64: the Surface vertex each atlas vertex sits on
-    unwrapped: bool  # True: made by xatlas; False: the model's own UVs
-
-
-@dataclass
 class Surface:
     vertices: np.ndarray  # (V, 3) float64, world coordinates
     faces: np.ndarray  # (F, 3) int64
     parts: list[Part]
     notes: list[str] = field(default_factory=list)
-    atlas: Atlas | None = None
 
     @property
     def part_of_face(self) -> np.ndarray:
@@ -250,54 +235,3 @@ def _material_colour(material) -> np.ndarray:
         return np.ones(3, np.float32)
     factor = np.asarray(factor, np.float32)[:3]
     return factor / 255.0 if factor.max() > 1.0 else factor
-
-
-# -- the atlas ------------------------------------------------------------------------------------------------------
-
-def own_uvs_usable(part: Part) -> bool:
-    """The part's UVs can hold a baked texture: all inside [0, 1]² and no two triangles on the same texels."""
-    uv = part.uv.reshape(-1, 2)
-    if uv.min() < -1e-4 or uv.max() > 1 + 1e-4:
-        return False
-    corners = part.uv
-    edge_one, edge_two = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
-    area = np.abs(edge_one[:, 0] * edge_two[:, 1] - edge_one[:, 1] * edge_two[:, 0]).sum() / 2
-    xy = np.stack([uv[:, 0], 1 - uv[:, 1]], 1) * UV_CHECK_SIZE
-    covered = rasterize(xy, np.arange(len(uv)).reshape(-1, 3), UV_CHECK_SIZE, UV_CHECK_SIZE).mask.mean()
-    return area <= covered * 1.02 + 4.0 / UV_CHECK_SIZE  # overlapping or mirrored charts cover less than their area
-
-
-def build_atlas(surface: Surface, texture_size: int) -> Atlas:
-    """Keep a single textured part's own UVs when they are usable; otherwise unwrap every part into one atlas."""
-    if len(surface.parts) == 1 and surface.parts[0].kind == "texture" and own_uvs_usable(surface.parts[0]):
-        part = surface.parts[0]
-        uv = part.uv.reshape(-1, 2)
-        faces = np.arange(len(uv)).reshape(-1, 3)
-        return Atlas(uv, faces, surface.faces[part.faces].reshape(-1), unwrapped=False)
-    import xatlas
-
-    if any(part.kind == "texture" for part in surface.parts):
-        surface.notes.append("made a new UV atlas (xatlas): the model's UVs overlap, tile or cover several parts")
-    else:
-        surface.notes.append("the model had no UVs: unwrapped it with xatlas")
-    atlas = xatlas.Atlas()
-    for part in surface.parts:
-        tris = surface.faces[part.faces]
-        used, local = np.unique(tris, return_inverse=True)
-        atlas.add_mesh(surface.vertices[used].astype(np.float32), local.reshape(-1, 3).astype(np.uint32))
-    pack = xatlas.PackOptions()
-    pack.resolution = texture_size
-    pack.padding = max(2, texture_size // 256)  # gutters wide enough for mipmaps and bilinear filtering
-    pack.bilinear = True
-    atlas.generate(pack_options=pack)
-    uvs, faces, sources = [], [], []
-    offset = 0
-    for index, part in enumerate(surface.parts):
-        used = np.unique(surface.faces[part.faces])
-        mapping, indices, uv = atlas[index]
-        uvs.append(np.asarray(uv, np.float64))
-        faces.append(np.asarray(indices, np.int64) + offset)
-        sources.append(used[np.asarray(mapping, np.int64)])
-        offset += len(uv)
-    return Atlas(np.concatenate(uvs), np.concatenate(faces), np.concatenate(sources), unwrapped=True)
-
