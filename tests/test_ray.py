@@ -453,8 +453,9 @@ def test_a_family_grows_with_its_queue_and_shrinks_without_killing_a_running_job
             first_seen = {}  # when each replica took its first job
             for at, message in sorted((at, e.message) for events in seen.values() for at, e in events):
                 first_seen.setdefault(message, at)
-            newest = max(set(working().values()), key=first_seen.__getitem__)
-            kept = next(seed for seed, where in working().items() if where == newest)
+            now = working()
+            newest = max(set(now.values()), key=first_seen.__getitem__)
+            kept = next(seed for seed, where in now.items() if where == newest)
             for seed in seen.keys() - {kept}:
                 tokens[seed].cancel()
                 jobs[seed].result()
